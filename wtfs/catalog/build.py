@@ -1,0 +1,72 @@
+"""Build the data tree from a spec's entries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import PurePosixPath
+
+import trio
+
+from ..config import Entry, Spec, local_path
+from ..errors import SpecError
+from ..objects import ObjectRef
+from .nodes import CatalogFile, CatalogNode, StaticDir, local_node
+
+log = logging.getLogger(__name__)
+
+#: Asks a server for an object's size (HTTP HEAD); None when it cannot tell.
+SizeProbe = Callable[[str], Awaitable[int | None]]
+
+
+async def build_catalog(spec: Spec, probe_size: SizeProbe) -> StaticDir:
+    """The root of data/: every entry at its mountPath, with intermediate directories."""
+    root = StaticDir("")
+    nodes: dict[int, CatalogNode] = {}
+
+    async def resolve(entry: Entry) -> None:
+        nodes[entry.index] = await _entry_node(spec, entry, probe_size)
+
+    async with trio.open_nursery() as nursery:
+        for entry in spec.dataset:
+            nursery.start_soon(resolve, entry)
+    for entry in spec.dataset:
+        _place(root, entry.mount_path, nodes[entry.index])
+    return root
+
+
+async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe) -> CatalogNode:
+    name = PurePosixPath(entry.mount_path).name
+    url = entry.url or ""
+    if entry.scheme in {"http", "https"}:
+        size = entry.size if entry.size is not None else await probe_size(url)
+        if size is None:
+            log.warning("%s: size unknown until first open (HEAD gave none)", entry.mount_path)
+        obj = ObjectRef.for_source(url, size, entry.sha256)
+        return CatalogFile(name, obj, time.time_ns())
+    path = local_path(url)
+    try:
+        st = await trio.to_thread.run_sync(os.stat, path)
+    except OSError as exc:
+        raise SpecError(str(spec.path), f"dataset[{entry.index}].url", f"{path}: {exc.strerror}") from None
+    node = local_node(name, path, st, spec.metadata_ttl)
+    if node is None:
+        raise SpecError(str(spec.path), f"dataset[{entry.index}].url", f"{path}: not a file or directory")
+    if isinstance(node, CatalogFile) and (entry.size is not None or entry.sha256):
+        if entry.size is not None and entry.size != st.st_size:
+            log.warning("%s: spec size %d differs from %s (%d)", entry.mount_path, entry.size, path, st.st_size)
+        node.obj = ObjectRef.for_source(node.obj.source, entry.size or st.st_size, entry.sha256, str(st.st_mtime_ns))
+    return node
+
+
+def _place(root: StaticDir, mount_path: str, node: CatalogNode) -> None:
+    parts = PurePosixPath(mount_path).parts[1:]
+    directory = root
+    for part in parts[:-1]:
+        child = directory.entries.get(part)
+        if not isinstance(child, StaticDir):
+            child = directory.entries[part] = StaticDir(part)
+        directory = child
+    directory.entries[parts[-1]] = node

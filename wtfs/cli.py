@@ -1,0 +1,156 @@
+"""Command line: ``wtfs mount|umount …``, ``mount.wtfs``, and mount.fuse3's ``wtfs SPEC MP -o …``.
+
+Exit status: 0 done, 1 failed at run time, 2 bad spec or usage. A user mistake is one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import mounttable, runtime
+from .config import load_spec
+from .errors import SpecError, WtfsError
+from .log import setup_logging
+from .dm.records import pid_alive
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+READY_TIMEOUT = 300.0
+STOP_TIMEOUT = 60.0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"wtfs: {message}\n")
+
+
+def _fail(message: str, status: int = EXIT_FAILED) -> int:
+    print(f"wtfs: {message}", file=sys.stderr)
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wtfs", description="FUSE filesystem for reproducible-research sessions")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    mount = sub.add_parser("mount", help="mount a session spec")
+    _mount_arguments(mount)
+
+    umount = sub.add_parser("umount", help="release locks and unmount cleanly")
+    umount.add_argument("mountpoint")
+    umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
+    return parser
+
+
+def _mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="session spec (TOML or JSON)")
+    parser.add_argument("mountpoint")
+    parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]")
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if len(args_list) >= 2 and args_list[0] not in {"mount", "umount", "-h", "--help"} and not args_list[0].startswith("-"):
+        args_list = ["mount", *args_list]  # mount.fuse3 calls "wtfs SPEC MOUNTPOINT -o OPTS"
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "mount":
+            return cmd_mount(args)
+        return cmd_umount(args)
+    except SpecError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except WtfsError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def mount_helper(argv: Sequence[str] | None = None) -> int:
+    """``mount.wtfs SPEC MOUNTPOINT [-o options]`` as mount(8) and systemd call it."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # mount(8) may pass -n (no mtab), -s (sloppy), -v: accept and drop them.
+    args_list = [a for a in args_list if a not in {"-n", "-s", "-v"}]
+    return main(["mount", *args_list])
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec, args.options)
+    if args.foreground:
+        from . import daemon
+
+        setup_logging(args.debug)
+        return daemon.run(spec, args.mountpoint, daemon.ReadyReport(args.ready_fd))
+    return _start_background(args, spec.state_dir)
+
+
+def _start_background(args: argparse.Namespace, state_dir: Path) -> int:
+    """Start the daemon detached and return once the mount answers (or say why not)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "wtfs.log"
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "wtfs", "mount", "-f", "--ready-fd", str(write_end), args.spec, args.mountpoint]
+    for group in args.options:
+        command += ["-o", group]
+    if args.debug:
+        command.append("--debug")
+    with open(log_path, "ab") as log_file, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            command,
+            stdin=devnull,
+            stdout=log_file,
+            stderr=log_file,
+            pass_fds=(write_end,),
+            start_new_session=True,
+        )
+    os.close(write_end)
+    message = _read_report(read_end, proc)
+    if message == "ready":
+        return 0
+    if message.startswith("error: "):
+        return _fail(message.removeprefix("error: "))
+    return _fail(f"the daemon exited before the mount was ready; see {log_path}")
+
+
+def _read_report(fd: int, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + READY_TIMEOUT
+    data = b""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while b"\n" not in data and time.monotonic() < deadline:
+            chunk = pipe.read(4096)
+            if not chunk:
+                break
+            data += chunk
+    if not data and proc.poll() is None:
+        proc.terminate()
+    return data.decode(errors="replace").strip()
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    record = runtime.read_record(mountpoint)
+    pid = int(record["pid"]) if record and isinstance(record.get("pid"), int) else None
+    if pid is not None and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            return _fail(f"{mountpoint}: daemon {pid} did not stop within {args.timeout:g}s")
+        if mounttable.mount_fstype(mountpoint) is None:
+            return 0
+    fstype = mounttable.mount_fstype(mountpoint)
+    if fstype is None:
+        return _fail(f"{mountpoint}: not mounted")
+    ok, err = mounttable.fusermount(mountpoint, lazy=mounttable.is_stale(mountpoint))
+    return 0 if ok else _fail(f"{mountpoint}: {err or 'unmount failed'}")

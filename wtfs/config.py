@@ -1,0 +1,505 @@
+"""Session specs: TOML (or JSON) files and ``-o`` options, loaded into frozen dataclasses.
+
+Every fault is reported as one ``SpecError`` naming the file, the key and what is wrong, before
+anything is mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import SpecError
+from .units import parse_duration, parse_size
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+#: URL schemes of entries and whether their provider exists in this build.
+SUPPORTED_SCHEMES = {"http", "https", "file", "local", ""}
+KNOWN_SCHEMES = SUPPORTED_SCHEMES | {"globus"}
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    capacity: int = 10 * 1024**3
+    gc_interval: float = 600.0
+    gc_start_fraction: float = 0.8
+    gc_end_fraction: float = 0.6
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Where a secret comes from: an env var name or a file; never the secret itself."""
+
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class GirderSettings:
+    api_url: str
+    secrets: Secrets = Secrets()
+
+
+@dataclass(frozen=True)
+class GlobusSettings:
+    local_endpoint: str
+    staging_path: str
+    staging_dir: Path
+    client_id_env: str | None = None
+    client_secret_env: str | None = None
+    refresh_token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class WholeTaleSettings:
+    api_url: str
+    secrets: Secrets = Secrets()
+    session_id: str | None = None
+    tale_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ``[[dataset]]`` entry: where it mounts and where its bytes come from."""
+
+    index: int
+    mount_path: str
+    url: str | None = None
+    item_id: str | None = None
+    folder_id: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower() if self.url else ""
+
+    @property
+    def is_file_kind(self) -> bool:
+        """True where the entry is known to be a file before looking at it."""
+        return self.scheme in {"http", "https", "globus"}
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    allow_other: bool = False
+    auto_unmount: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    name: str
+    workspace: Path | None
+    state_dir: Path
+    cache_dir: Path
+    stall_timeout: float = 60.0
+    metadata_ttl: float = 60.0
+    cache: CacheSettings = CacheSettings()
+    girder: GirderSettings | None = None
+    globus: GlobusSettings | None = None
+    wholetale: WholeTaleSettings | None = None
+    dataset: tuple[Entry, ...] = ()
+    mount: MountOptions = field(default_factory=MountOptions)
+
+
+# ---------------------------------------------------------------------------------------------
+# keys
+
+_TOP_KEYS = {
+    "name",
+    "workspace",
+    "state_dir",
+    "cache_dir",
+    "stall_timeout",
+    "metadata_ttl",
+    "cache",
+    "girder",
+    "globus",
+    "wholetale",
+    "dataset",
+    "dataSet",
+}
+_CACHE_KEYS = {"capacity", "gc_interval", "gc_start_fraction", "gc_end_fraction"}
+_SECRET_KEYS = {"api_key_env", "api_key_file", "token_file"}
+_GIRDER_KEYS = {"api_url"} | _SECRET_KEYS
+_GLOBUS_KEYS = {
+    "local_endpoint",
+    "staging_path",
+    "staging_dir",
+    "client_id_env",
+    "client_secret_env",
+    "refresh_token_file",
+}
+_WHOLETALE_KEYS = {"api_url", "session_id", "tale_id"} | _SECRET_KEYS
+_ENTRY_KEYS = {"mountPath", "url", "itemId", "folderId", "size", "sha256"}
+
+#: fstab/mount(8) options accepted and ignored, as sshfs and rclone do.
+IGNORED_OPTIONS = {"_netdev", "nofail", "noauto", "auto", "user", "users", "rw", "defaults", "dev"}
+IGNORED_OPTION_PREFIXES = ("x-systemd.", "x-", "comment=")
+_MOUNT_FLAGS = {"allow_other", "auto_unmount"}
+_MOUNT_INTS = {"uid", "gid", "umask"}
+
+
+def default_cache_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/cache/wtfs")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wtfs"
+
+
+def default_state_dir(name: str, workspace: Path | None) -> Path:
+    """Beside the workspace (same filesystem, so versions can hard-link), else per user."""
+    if workspace is not None:
+        return workspace.parent / ".wtfs-state" / name
+    if os.geteuid() == 0:
+        return Path("/var/lib/wtfs") / name
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "wtfs" / name
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_spec(path: str | os.PathLike[str], options: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read, validate and resolve a spec file plus ``-o`` options."""
+    spec_path = Path(path)
+    where = str(spec_path)
+    raw = _read(spec_path)
+    overrides, mount = parse_options(options)
+    for key, value in overrides.items():
+        section, _, sub = key.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        if not isinstance(target, dict):
+            raise SpecError("-o", key, f"[{section}] is not a table in {where}")
+        target[sub] = value
+    return replace(_Loader(spec_path.resolve().parent, where).spec(raw, spec_path), mount=mount)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(where, "", "no such spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(where, "", f"cannot read: {exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError(where, "", f"not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(where, "", "the spec must be a table of keys")
+    return data
+
+
+def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], MountOptions]:
+    """Split ``-o`` options into spec overrides and mount options; refuse unknown ones."""
+    overrides: dict[str, Any] = {}
+    flags: dict[str, Any] = {}
+    for group in options:
+        for item in filter(None, (part.strip() for part in group.split(","))):
+            key, eq, value = item.partition("=")
+            if key in IGNORED_OPTIONS or key.startswith(IGNORED_OPTION_PREFIXES):
+                continue
+            if key in _MOUNT_FLAGS and not eq:
+                flags[key] = True
+            elif key in _MOUNT_INTS and eq:
+                flags[key] = _int_option(key, value)
+            elif key in _CACHE_KEYS and eq:
+                overrides[f"cache.{key}"] = value
+            elif key in _TOP_KEYS - {"cache", "girder", "globus", "wholetale", "dataset", "dataSet"}:
+                if not eq:
+                    raise SpecError("-o", key, "needs a value (key=value)")
+                overrides[key] = value
+            elif "." in key and eq and _is_section_key(key):
+                overrides[key] = value
+            else:
+                raise SpecError("-o", key, "unknown option")
+    return overrides, MountOptions(**flags)
+
+
+def _int_option(key: str, value: str) -> int:
+    try:
+        return int(value, 8) if key == "umask" else int(value)
+    except ValueError:
+        raise SpecError("-o", key, f"not a number: {value!r}") from None
+
+
+def _is_section_key(key: str) -> bool:
+    section, _, sub = key.partition(".")
+    allowed = {
+        "cache": _CACHE_KEYS,
+        "girder": _GIRDER_KEYS,
+        "globus": _GLOBUS_KEYS,
+        "wholetale": _WHOLETALE_KEYS,
+    }
+    return sub in allowed.get(section, set())
+
+
+class _Loader:
+    """Validates one raw spec table; every error names ``where`` and the key."""
+
+    def __init__(self, base: Path, where: str) -> None:
+        self.base = base
+        self.where = where
+
+    def fail(self, key: str, fault: str) -> SpecError:
+        return SpecError(self.where, key, fault)
+
+    def spec(self, raw: dict[str, Any], spec_path: Path) -> Spec:
+        self.unknown(raw, _TOP_KEYS, "")
+        name = self.string(raw, "name", "", default=spec_path.stem)
+        if not NAME_RE.match(name):
+            raise self.fail("name", f"{name!r} is not a valid name ([A-Za-z0-9._-]+)")
+        workspace = self.path(raw, "workspace", "")
+        state_dir = self.path(raw, "state_dir", "") or default_state_dir(name, workspace)
+        cache_dir = self.path(raw, "cache_dir", "") or default_cache_dir()
+        if "dataset" in raw and "dataSet" in raw:
+            raise self.fail("dataSet", "give either dataset or dataSet, not both")
+        entries = self.entries(raw.get("dataset", raw.get("dataSet", [])))
+        spec = Spec(
+            path=spec_path,
+            name=name,
+            workspace=workspace,
+            state_dir=state_dir,
+            cache_dir=cache_dir,
+            stall_timeout=self.duration(raw, "stall_timeout", "", 60.0),
+            metadata_ttl=self.duration(raw, "metadata_ttl", "", 60.0),
+            cache=self.cache(self.table(raw, "cache")),
+            girder=self.girder(self.table(raw, "girder")),
+            globus=self.globus(self.table(raw, "globus")),
+            wholetale=self.wholetale(self.table(raw, "wholetale")),
+            dataset=entries,
+        )
+        self.check_providers(spec)
+        return spec
+
+    # -- sections ---------------------------------------------------------------------------
+
+    def cache(self, raw: dict[str, Any] | None) -> CacheSettings:
+        raw = raw or {}
+        self.unknown(raw, _CACHE_KEYS, "cache.")
+        defaults = CacheSettings()
+        try:
+            capacity = parse_size(raw.get("capacity", defaults.capacity))
+        except ValueError as exc:
+            raise self.fail("cache.capacity", str(exc)) from None
+        start = self.fraction(raw, "gc_start_fraction", defaults.gc_start_fraction)
+        end = self.fraction(raw, "gc_end_fraction", defaults.gc_end_fraction)
+        if end > start:
+            raise self.fail("cache.gc_end_fraction", "must not be above gc_start_fraction")
+        interval = self.duration(raw, "gc_interval", "cache.", defaults.gc_interval)
+        return CacheSettings(capacity, interval, start, end)
+
+    def secrets(self, raw: dict[str, Any], prefix: str) -> Secrets:
+        given = [key for key in _SECRET_KEYS if key in raw]
+        if not given:
+            raise self.fail(prefix + "api_key_env", "one of api_key_env, api_key_file, token_file is needed")
+        return Secrets(
+            api_key_env=self.string(raw, "api_key_env", prefix),
+            api_key_file=self.path(raw, "api_key_file", prefix),
+            token_file=self.path(raw, "token_file", prefix),
+        )
+
+    def girder(self, raw: dict[str, Any] | None) -> GirderSettings | None:
+        if raw is None:
+            return None
+        self.unknown(raw, _GIRDER_KEYS, "girder.")
+        return GirderSettings(self.url(raw, "api_url", "girder."), self.secrets(raw, "girder."))
+
+    def wholetale(self, raw: dict[str, Any] | None) -> WholeTaleSettings | None:
+        if raw is None:
+            return None
+        self.unknown(raw, _WHOLETALE_KEYS, "wholetale.")
+        return WholeTaleSettings(
+            api_url=self.url(raw, "api_url", "wholetale."),
+            secrets=self.secrets(raw, "wholetale."),
+            session_id=self.string(raw, "session_id", "wholetale."),
+            tale_id=self.string(raw, "tale_id", "wholetale."),
+        )
+
+    def globus(self, raw: dict[str, Any] | None) -> GlobusSettings | None:
+        if raw is None:
+            return None
+        self.unknown(raw, _GLOBUS_KEYS, "globus.")
+        for key in ("local_endpoint", "staging_path", "staging_dir"):
+            if key not in raw:
+                raise self.fail(f"globus.{key}", "is required")
+        staging_dir = self.path(raw, "staging_dir", "globus.")
+        assert staging_dir is not None
+        return GlobusSettings(
+            local_endpoint=self.string(raw, "local_endpoint", "globus.") or "",
+            staging_path=self.string(raw, "staging_path", "globus.") or "",
+            staging_dir=staging_dir,
+            client_id_env=self.string(raw, "client_id_env", "globus."),
+            client_secret_env=self.string(raw, "client_secret_env", "globus."),
+            refresh_token_file=self.path(raw, "refresh_token_file", "globus."),
+        )
+
+    def entries(self, raw: object) -> tuple[Entry, ...]:
+        if not isinstance(raw, list):
+            raise self.fail("dataset", "must be a list of tables ([[dataset]])")
+        entries = tuple(self.entry(i, item) for i, item in enumerate(raw))
+        self.check_layout(entries)
+        return entries
+
+    def entry(self, index: int, raw: object) -> Entry:
+        prefix = f"dataset[{index}]."
+        if not isinstance(raw, dict):
+            raise self.fail(f"dataset[{index}]", "must be a table")
+        self.unknown(raw, _ENTRY_KEYS, prefix)
+        if "mountPath" not in raw:
+            raise self.fail(prefix + "mountPath", "is required")
+        mount_path = normalize_mount_path(self.string(raw, "mountPath", prefix) or "")
+        if mount_path is None:
+            raise self.fail(prefix + "mountPath", f"{raw['mountPath']!r} is not an absolute path below /")
+        sources = [key for key in ("url", "itemId", "folderId") if key in raw]
+        if len(sources) != 1:
+            raise self.fail(prefix + "url", "give exactly one of url, itemId, folderId")
+        url = self.string(raw, "url", prefix)
+        size: int | None = None
+        if "size" in raw:
+            try:
+                size = parse_size(raw["size"])
+            except ValueError as exc:
+                raise self.fail(prefix + "size", str(exc)) from None
+        sha256 = self.string(raw, "sha256", prefix)
+        if sha256 is not None and not SHA256_RE.match(sha256):
+            raise self.fail(prefix + "sha256", "must be 64 hexadecimal digits")
+        entry = Entry(
+            index=index,
+            mount_path=mount_path,
+            url=self.resolve_local(url) if url is not None else None,
+            item_id=self.string(raw, "itemId", prefix),
+            folder_id=self.string(raw, "folderId", prefix),
+            size=size,
+            sha256=sha256.lower() if sha256 else None,
+        )
+        if entry.url is not None and entry.scheme not in KNOWN_SCHEMES:
+            raise self.fail(prefix + "url", f"unknown scheme {entry.scheme!r} (use http, https, file, globus or a path)")
+        if entry.scheme == "globus" and entry.size is None:
+            raise self.fail(prefix + "size", "is required for globus:// entries")
+        return entry
+
+    def resolve_local(self, url: str) -> str:
+        """Plain relative paths are relative to the spec file."""
+        scheme = urlsplit(url).scheme
+        if scheme == "" and not url.startswith("/"):
+            return str((self.base / url).resolve())
+        return url
+
+    # -- cross-checks -----------------------------------------------------------------------
+
+    def check_layout(self, entries: tuple[Entry, ...]) -> None:
+        by_path: dict[str, Entry] = {}
+        for entry in entries:
+            key = f"dataset[{entry.index}].mountPath"
+            if entry.mount_path in by_path:
+                other = by_path[entry.mount_path].index
+                raise self.fail(key, f"{entry.mount_path} is already used by dataset[{other}]")
+            by_path[entry.mount_path] = entry
+        for entry in entries:
+            for parent in PurePosixPath(entry.mount_path).parents:
+                outer = by_path.get(str(parent))
+                if outer is not None:
+                    kind = "file entry" if outer.is_file_kind else "entry"
+                    raise self.fail(
+                        f"dataset[{entry.index}].mountPath",
+                        f"{entry.mount_path} is nested under the {kind} {outer.mount_path} (dataset[{outer.index}])",
+                    )
+
+    def check_providers(self, spec: Spec) -> None:
+        for entry in spec.dataset:
+            prefix = f"dataset[{entry.index}]."
+            if entry.item_id or entry.folder_id:
+                key = prefix + ("itemId" if entry.item_id else "folderId")
+                raise self.fail(key, "Girder entries are not supported by this build yet")
+            if entry.scheme == "globus":
+                raise self.fail(prefix + "url", "the globus provider is not supported by this build yet")
+            if entry.scheme in {"", "file", "local"}:
+                local = local_path(entry.url or "")
+                if not os.path.exists(local):
+                    raise self.fail(prefix + "url", f"{local}: no such file or directory")
+
+    # -- scalars ----------------------------------------------------------------------------
+
+    def unknown(self, raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in raw:
+            if key not in allowed:
+                raise self.fail(prefix + key, "unknown key")
+
+    def table(self, raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise self.fail(key, "must be a table")
+        return value
+
+    def string(self, raw: dict[str, Any], key: str, prefix: str, default: str | None = None) -> Any:
+        value = raw.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(prefix + key, f"must be a string, got {value!r}")
+        if value == "":
+            raise self.fail(prefix + key, "must not be empty")
+        return value
+
+    def url(self, raw: dict[str, Any], key: str, prefix: str) -> str:
+        value = self.string(raw, key, prefix)
+        if value is None:
+            raise self.fail(prefix + key, "is required")
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise self.fail(prefix + key, f"must be an http(s) URL, got {value!r}")
+        return str(value).rstrip("/")
+
+    def path(self, raw: dict[str, Any], key: str, prefix: str) -> Path | None:
+        value = self.string(raw, key, prefix)
+        return None if value is None else (self.base / os.path.expanduser(value)).resolve()
+
+    def duration(self, raw: dict[str, Any], key: str, prefix: str, default: float) -> float:
+        try:
+            return parse_duration(raw.get(key, default))
+        except ValueError as exc:
+            raise self.fail(prefix + key, str(exc)) from None
+
+    def fraction(self, raw: dict[str, Any], key: str, default: float) -> float:
+        value = raw.get(key, default)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise self.fail(f"cache.{key}", f"not a number: {value!r}") from None
+        if not 0.0 < number <= 1.0:
+            raise self.fail(f"cache.{key}", f"must be in (0, 1], got {number}")
+        return number
+
+
+def normalize_mount_path(value: str) -> str | None:
+    """``/a//b/`` → ``/a/b``; None for relative paths, ``/`` itself, or ``.``/``..`` parts."""
+    if not value.startswith("/"):
+        return None
+    parts = [part for part in value.split("/") if part]
+    if not parts or any(part in {".", ".."} or "\0" in part for part in parts):
+        return None
+    return "/" + "/".join(parts)
+
+
+def local_path(url: str) -> str:
+    """The filesystem path of a ``file://``, ``local://`` or plain path entry."""
+    split = urlsplit(url)
+    if split.scheme in {"file", "local"}:
+        return (split.netloc + split.path) if split.scheme == "local" else split.path
+    return url

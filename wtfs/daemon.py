@@ -1,0 +1,177 @@
+"""The daemon's lifecycle: check, mount, serve, and on unmount or a signal release and exit.
+
+Everything the mount owns lives in one nursery; the finally-block order is the shutdown order:
+handles released (their locks go), the data manager retired (its records finished), unmounted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyfuse3
+import trio
+
+from . import mounttable, runtime
+from .catalog import build_catalog
+from .config import Spec
+from .dm import EmbeddedDataManager
+from .errors import MountError
+from .fs import Operations, Presentation
+from .providers import HttpProvider, default_providers
+from .providers.http import make_client, probe_size
+from .views import DataContext, DataDir, StaticDirNode
+
+log = logging.getLogger("wtfs")
+
+#: Upper bound on concurrent FUSE handlers: opens blocked on transfers each hold one.
+MAX_FUSE_TASKS = 4096
+
+
+@dataclass
+class ReadyReport:
+    """How the daemon tells its starter how the mount went (pipe fd, sd_notify)."""
+
+    fd: int | None = None
+
+    def ready(self) -> None:
+        self._send(b"ready\n")
+        sd_notify("READY=1")
+
+    def failed(self, message: str) -> None:
+        self._send(f"error: {message}\n".encode())
+
+    def _send(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, data)
+            os.close(self.fd)
+        except OSError:
+            pass
+        self.fd = None
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError as exc:
+            log.warning("sd_notify failed: %s", exc)
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse a mountpoint we cannot use; recover one left stale by a dead daemon."""
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing: load the fuse module or run with --device /dev/fuse")
+    if mounttable.is_stale(mountpoint):
+        ok, err = mounttable.fusermount(mountpoint, lazy=True)
+        if not ok:
+            raise MountError(f"{mountpoint}: stale mount (its daemon died) and lazy unmount failed: {err}")
+        log.warning("%s: recovered a stale mount left by a dead daemon", mountpoint)
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"{mountpoint}: no such directory")
+    fstype = mounttable.mount_fstype(mountpoint)
+    if fstype is not None and fstype.startswith("fuse"):
+        raise MountError(f"{mountpoint}: already mounted ({fstype})")
+
+
+def fuse_options(spec: Spec) -> set[str]:
+    options = set(pyfuse3.default_options) | {f"fsname=wtfs:{spec.name}", "subtype=wtfs"}
+    if spec.mount.allow_other:
+        options.add("allow_other")
+    if spec.mount.auto_unmount:
+        options.add("auto_unmount")
+    return options
+
+
+def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
+    """Serve the mount until unmounted or signalled; the exit status."""
+    mountpoint = os.path.abspath(mountpoint)
+    try:
+        check_mountpoint(mountpoint)
+        trio.run(_serve, spec, mountpoint, report)
+    except MountError as exc:
+        report.failed(str(exc))
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the daemon must say why it stopped, in one line
+        report.failed(f"{type(exc).__name__}: {exc}")
+        log.exception("daemon failed")
+        return 1
+    return 0
+
+
+async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
+    async with make_client(spec.stall_timeout) as client:
+        providers = default_providers(HttpProvider(client))
+        dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout)
+        catalog = await build_catalog(spec, lambda url: probe_size(client, url))
+        data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
+        root = StaticDirNode("root", {"data": data})
+        presentation = Presentation(
+            uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
+            gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
+            umask=spec.mount.umask or 0,
+            statfs_path=str(spec.cache_dir),
+        )
+        ops = Operations(root, presentation)
+        async with trio.open_nursery() as nursery:
+            await dm.start(nursery)
+            try:
+                pyfuse3.init(ops, mountpoint, fuse_options(spec))
+            except RuntimeError as exc:
+                await dm.stop()
+                raise MountError(f"{mountpoint}: mount failed: {exc}") from None
+            try:
+                nursery.start_soon(_watch_signals, dm.interrupt)
+                nursery.start_soon(_announce, spec, mountpoint, report)
+                await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
+            finally:
+                with trio.CancelScope(shield=True):
+                    sd_notify("STOPPING=1")
+                    await ops.release_all()
+                    await dm.stop()
+                    pyfuse3.close(unmount=True)
+                    runtime.remove_record(mountpoint, os.getpid())
+                nursery.cancel_scope.cancel()
+    log.info("unmounted %s", mountpoint)
+
+
+async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
+    """Report ready only once the mount answers a stat through the kernel."""
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    runtime.write_record(
+        mountpoint,
+        {
+            "pid": os.getpid(),
+            "mountpoint": mountpoint,
+            "session": spec.name,
+            "spec": str(spec.path),
+            "cache_dir": str(spec.cache_dir),
+            "state_dir": str(spec.state_dir),
+            "started": time.time(),
+        },
+    )
+    log.info("mounted session %s at %s", spec.name, mountpoint)
+    report.ready()
+
+
+async def _watch_signals(interrupt: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: releasing locks and unmounting", signal.Signals(signum).name)
+            interrupt()
+            pyfuse3.terminate()
+            return

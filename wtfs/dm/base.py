@@ -1,0 +1,29 @@
+"""The seam between the views and a data manager (embedded, or a WholeTale server)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..objects import ObjectRef
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A held lock: while it exists, ``path`` is a complete cached copy that is never evicted."""
+
+    id: str
+    obj: ObjectRef
+    path: str
+
+
+class DataManager(Protocol):
+    async def lock(self, obj: ObjectRef, owner: str) -> Lock:
+        """Lock ``obj`` and return once its cached copy has landed."""
+        ...
+
+    async def unlock(self, lock: Lock) -> None: ...
+
+    def interrupt(self) -> None:
+        """Shutting down: every waiting ``lock`` call fails with Interrupted at once."""
+        ...

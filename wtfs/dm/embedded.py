@@ -1,0 +1,246 @@
+"""The embedded data manager: locks, transfers and the host cache on local disk.
+
+``lock`` waits until the object's copy has landed. One transfer per object: within this daemon
+concurrent locks join one landing; across daemons the SQLite claim decides who fetches and the
+others poll its record. No pyfuse3 here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from ..errors import Interrupted, Stalled, TransferFailed, WtfsError, from_errno
+from ..objects import ObjectRef
+from ..providers import Providers, Sink
+from .base import Lock
+from .cache import HostCache
+from .records import CacheRecords, Claim, TransferStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LEASE_SECONDS = 30.0
+RENEW_SECONDS = 5.0
+PROGRESS_SECONDS = 0.5
+
+
+@dataclass
+class _Landing:
+    """One in-flight landing of an object inside this daemon, joined by every waiting lock."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    path: str = ""
+    error: WtfsError | None = None
+
+
+class EmbeddedDataManager:
+    def __init__(
+        self,
+        cache_dir: Path,
+        session: str,
+        mountpoint: str,
+        providers: Providers,
+        stall_timeout: float,
+    ) -> None:
+        self.cache = HostCache(cache_dir)
+        self.session = session
+        self.mountpoint = mountpoint
+        self.providers = providers
+        self.stall_timeout = stall_timeout
+        self.daemon_id = uuid.uuid4().hex[:16]
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._records: CacheRecords | None = None
+        self._nursery: trio.Nursery | None = None
+        self._landings: dict[str, _Landing] = {}
+        self._progress: dict[int, tuple[int, int | None]] = {}
+        self._waiters: set[trio.CancelScope] = set()
+        self._held: dict[str, Lock] = {}
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Open the records, register this daemon, reclaim what dead daemons left."""
+        self._records = await trio.to_thread.run_sync(self._open_records)
+        await self._db(self._records.register_daemon, self.daemon_id, self.session, self.mountpoint)
+        await self._reclaim()
+        self._nursery = nursery
+        nursery.start_soon(self._housekeeping)
+
+    def _open_records(self) -> CacheRecords:
+        self.cache.prepare()
+        return CacheRecords(self.cache.db_path, LEASE_SECONDS)
+
+    async def stop(self) -> None:
+        """Release every lock this daemon holds and record its transfers as interrupted."""
+        self.interrupt()
+        if self._records is not None:
+            with trio.CancelScope(shield=True):
+                await self._db(self._records.retire_daemon, self.daemon_id)
+                await self._db(self._records.close)
+            self._records = None
+        self._held.clear()
+
+    def interrupt(self) -> None:
+        self._closing = True
+        for scope in list(self._waiters):
+            scope.cancel()
+
+    @property
+    def records(self) -> CacheRecords:
+        if self._records is None:
+            raise Interrupted("the data manager is not running")
+        return self._records
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._db_limiter)
+
+    async def _reclaim(self) -> None:
+        dead = await self._db(self.records.reclaim_dead)
+        live = await self._db(self.records.live_daemon_ids)
+        removed = await trio.to_thread.run_sync(self.cache.remove_temps, live)
+        if dead or removed:
+            log.info("reclaimed %d dead daemon(s), removed %d partial copies", len(dead), removed)
+
+    async def _housekeeping(self) -> None:
+        """Renew the lease, publish progress, reclaim after dead daemons."""
+        renewed = trio.current_time()
+        while True:
+            await trio.sleep(PROGRESS_SECONDS)
+            if self._progress:
+                updates, self._progress = self._progress, {}
+                await self._db(self.records.progress, updates)
+            if trio.current_time() - renewed >= RENEW_SECONDS:
+                await self._db(self.records.renew_lease, self.daemon_id)
+                await self._reclaim()
+                renewed = trio.current_time()
+
+    # -- locks ------------------------------------------------------------------------------
+
+    async def lock(self, obj: ObjectRef, owner: str) -> Lock:
+        if self._closing:
+            raise Interrupted("wtfs is shutting down")
+        lock_id = uuid.uuid4().hex
+        await self._db(self.records.add_lock, lock_id, obj.id, self.session, owner, self.daemon_id)
+        try:
+            path = await self._landed(obj)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                if self._records is not None:
+                    await self._db(self._records.remove_lock, lock_id)
+            raise
+        lock = Lock(lock_id, obj, path)
+        self._held[lock_id] = lock
+        return lock
+
+    async def unlock(self, lock: Lock) -> None:
+        if self._held.pop(lock.id, None) is not None and self._records is not None:
+            await self._db(self._records.remove_lock, lock.id)
+
+    async def _landed(self, obj: ObjectRef) -> str:
+        """Join (or start) this daemon's landing of ``obj`` and wait for it."""
+        landing = self._landings.get(obj.id)
+        if landing is None:
+            assert self._nursery is not None
+            landing = self._landings[obj.id] = _Landing()
+            self._nursery.start_soon(self._land, obj, landing)
+        with trio.CancelScope() as scope:
+            self._waiters.add(scope)
+            try:
+                await landing.done.wait()
+            finally:
+                self._waiters.discard(scope)
+        if scope.cancelled_caught:
+            raise Interrupted(f"{obj.source}: wtfs is shutting down")
+        if landing.error is not None:
+            raise landing.error
+        return landing.path
+
+    async def _land(self, obj: ObjectRef, landing: _Landing) -> None:
+        try:
+            landing.path = await self._land_once(obj)
+        except WtfsError as exc:
+            landing.error = exc
+        except Exception as exc:  # a bug or an unexpected library error: EIO, logged
+            log.exception("landing %s failed", obj.source)
+            landing.error = TransferFailed(f"{obj.source}: {type(exc).__name__}")
+        finally:
+            del self._landings[obj.id]
+            landing.done.set()
+
+    async def _land_once(self, obj: ObjectRef) -> str:
+        poll = 0.05
+        while True:
+            claim: Claim = await self._db(self.records.claim, obj, self.daemon_id, self.session, self.cache.is_cached)
+            if claim.kind == "cached":
+                return str(self.cache.path_for(obj.id))
+            assert claim.transfer_id is not None
+            if claim.kind == "mine":
+                return await self._transfer(obj, claim.transfer_id)
+            await self._await_foreign(claim.transfer_id, poll)
+
+    async def _await_foreign(self, transfer_id: int, poll: float) -> None:
+        """Another daemon fetches it: wait until it lands, fails, or that daemon dies."""
+        while True:
+            state = await self._db(self.records.transfer_state, transfer_id)
+            if state.status == TransferStatus.DONE or not state.owner_alive:
+                return
+            if state.status in (TransferStatus.FAILED, TransferStatus.FAILED_TEMPORARILY):
+                if state.errno is None:
+                    return  # interrupted, not failed: claim it again
+                raise from_errno(state.errno, state.error or "transfer failed")
+            await trio.sleep(poll)
+            poll = min(poll * 2, 0.5)
+
+    async def _transfer(self, obj: ObjectRef, transfer_id: int) -> str:
+        provider = self.providers.for_object(obj)
+        fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, self.daemon_id, transfer_id)
+        watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
+        sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, done, sink))
+        try:
+            with watchdog:
+                await provider.fetch(obj, sink)
+            if watchdog.cancelled_caught:
+                raise Stalled(f"{obj.source}: no progress for {self.stall_timeout:g}s")
+            path, size = await trio.to_thread.run_sync(self.cache.commit, fd, temp, obj, sink.expected_size)
+        except WtfsError as exc:
+            await self._record_failure(temp, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
+            log.warning("transfer of %s failed: %s", obj.source, exc)
+            raise
+        except BaseException as exc:
+            status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, trio.Cancelled) else TransferStatus.FAILED
+            await self._record_failure(temp, transfer_id, obj, status, f"interrupted: {type(exc).__name__}", None)
+            raise
+        finally:
+            self._progress.pop(transfer_id, None)
+            _close_quietly(fd)
+        await self._db(self.records.finish, transfer_id, obj, size)
+        log.info("landed %s (%d bytes)", obj.source, size)
+        return str(path)
+
+    def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, done: int, sink: Sink) -> None:
+        watchdog.deadline = trio.current_time() + self.stall_timeout
+        self._progress[transfer_id] = (done, sink.expected_size)
+
+    async def _record_failure(
+        self, temp: Path, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None
+    ) -> None:
+        with trio.CancelScope(shield=True):
+            self.cache.discard(temp)
+            if self._records is not None:
+                await self._db(self._records.fail, transfer_id, obj, status, error, errno)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

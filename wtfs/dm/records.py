@@ -1,0 +1,257 @@
+"""The host cache's records in SQLite (WAL), shared by every wtfs daemon on the host.
+
+Tables follow the references: transfers carry the data-manager statuses 0-5, locks carry
+sessionId/itemId/ownerId, objects are the registry of cached copies. Every method here is
+synchronous and runs in a worker thread (``DataManager`` calls it through ``trio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..objects import ObjectRef
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, size INTEGER, sha256 TEXT,
+    status TEXT NOT NULL, registered REAL NOT NULL, last_used REAL, last_unlocked REAL
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, object_id TEXT NOT NULL, source TEXT NOT NULL,
+    daemon_id TEXT NOT NULL, session TEXT NOT NULL, status INTEGER NOT NULL,
+    size INTEGER, transferred INTEGER NOT NULL DEFAULT 0,
+    start_time REAL, end_time REAL, error TEXT, errno INTEGER
+);
+CREATE INDEX IF NOT EXISTS transfers_object ON transfers (object_id, status);
+CREATE TABLE IF NOT EXISTS locks (
+    id TEXT PRIMARY KEY, object_id TEXT NOT NULL, session TEXT NOT NULL, owner TEXT NOT NULL,
+    daemon_id TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS locks_object ON locks (object_id);
+CREATE TABLE IF NOT EXISTS daemons (
+    id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, session TEXT NOT NULL,
+    mountpoint TEXT NOT NULL, started REAL NOT NULL, lease_until REAL NOT NULL
+);
+"""
+
+
+class TransferStatus(enum.IntEnum):
+    INITIALIZING = 0
+    QUEUED = 1
+    TRANSFERRING = 2
+    DONE = 3
+    FAILED = 4
+    FAILED_TEMPORARILY = 5
+
+
+ACTIVE_STATUSES = (TransferStatus.INITIALIZING, TransferStatus.QUEUED, TransferStatus.TRANSFERRING)
+
+
+class ObjectStatus(str, enum.Enum):
+    ACTIVE = "ACTIVE"
+    TRANSFERRING = "TRANSFERRING"
+    EVICTED = "EVICTED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of asking to fetch an object: already cached, ours to fetch, or wait for ``transfer_id``."""
+
+    kind: str  # "cached" | "mine" | "wait"
+    transfer_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TransferState:
+    status: TransferStatus
+    owner_alive: bool
+    error: str | None
+    errno: int | None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CacheRecords:
+    """One SQLite connection, used from one worker thread at a time (the caller's limiter)."""
+
+    def __init__(self, path: Path, lease: float) -> None:
+        self.host = socket.gethostname()
+        self.lease = lease
+        self.conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: decisions made inside hold across daemons."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- daemons and leases -----------------------------------------------------------------
+
+    def register_daemon(self, daemon_id: str, session: str, mountpoint: str) -> None:
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO daemons VALUES (?,?,?,?,?,?,?)",
+                (daemon_id, os.getpid(), self.host, session, mountpoint, now, now + self.lease),
+            )
+
+    def renew_lease(self, daemon_id: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE daemons SET lease_until=? WHERE id=?", (time.time() + self.lease, daemon_id))
+
+    def _alive(self, row: sqlite3.Row | None) -> bool:
+        if row is None or row["lease_until"] < time.time():
+            return False
+        return row["host"] != self.host or pid_alive(row["pid"])
+
+    def _daemon_alive(self, db: sqlite3.Connection, daemon_id: str) -> bool:
+        return self._alive(db.execute("SELECT * FROM daemons WHERE id=?", (daemon_id,)).fetchone())
+
+    def reclaim_dead(self) -> list[str]:
+        """Release locks and interrupt transfers of daemons whose lease expired; return their ids."""
+        with self._write() as db:
+            dead = [row["id"] for row in db.execute("SELECT * FROM daemons") if not self._alive(row)]
+            for daemon_id in dead:
+                self._retire(db, daemon_id, "interrupted: its daemon died")
+        return dead
+
+    def retire_daemon(self, daemon_id: str) -> None:
+        """A clean shutdown: drop this daemon's locks, end its transfers, forget it."""
+        with self._write() as db:
+            self._retire(db, daemon_id, "interrupted: daemon stopped")
+
+    def _retire(self, db: sqlite3.Connection, daemon_id: str, reason: str) -> None:
+        for (object_id,) in db.execute("SELECT DISTINCT object_id FROM locks WHERE daemon_id=?", (daemon_id,)).fetchall():
+            db.execute("UPDATE objects SET last_unlocked=? WHERE id=?", (time.time(), object_id))
+        db.execute("DELETE FROM locks WHERE daemon_id=?", (daemon_id,))
+        for row in db.execute(
+            "SELECT id, object_id FROM transfers WHERE daemon_id=? AND status IN (0,1,2)", (daemon_id,)
+        ).fetchall():
+            self._end_transfer(db, row["id"], TransferStatus.FAILED_TEMPORARILY, reason, None)
+            db.execute(
+                "UPDATE objects SET status=? WHERE id=? AND status=?",
+                (ObjectStatus.FAILED, row["object_id"], ObjectStatus.TRANSFERRING),
+            )
+        db.execute("DELETE FROM daemons WHERE id=?", (daemon_id,))
+
+    def live_daemon_ids(self) -> set[str]:
+        return {row["id"] for row in self.conn.execute("SELECT * FROM daemons") if self._alive(row)}
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def claim(self, obj: ObjectRef, daemon_id: str, session: str, is_cached: Callable[[ObjectRef], bool]) -> Claim:
+        """Decide, atomically across daemons, who fetches ``obj``: one transfer per object."""
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT status FROM objects WHERE id=?", (obj.id,)).fetchone()
+            if row is not None and row["status"] == ObjectStatus.ACTIVE:
+                if is_cached(obj):
+                    db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
+                    return Claim("cached")
+            running = db.execute(
+                "SELECT id, daemon_id FROM transfers WHERE object_id=? AND status IN (0,1,2) ORDER BY id DESC",
+                (obj.id,),
+            ).fetchall()
+            for transfer in running:
+                if self._daemon_alive(db, transfer["daemon_id"]):
+                    return Claim("wait", transfer["id"])
+                self._end_transfer(db, transfer["id"], TransferStatus.FAILED_TEMPORARILY, "interrupted: its daemon died", None)
+            cursor = db.execute(
+                "INSERT INTO transfers (object_id, source, daemon_id, session, status, size, start_time)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (obj.id, obj.source, daemon_id, session, TransferStatus.TRANSFERRING, obj.size, now),
+            )
+            db.execute(
+                "INSERT INTO objects (id, source, size, sha256, status, registered) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT(id) DO UPDATE SET status=excluded.status",
+                (obj.id, obj.source, obj.size, obj.sha256, ObjectStatus.TRANSFERRING, now),
+            )
+            return Claim("mine", cursor.lastrowid)
+
+    def progress(self, updates: dict[int, tuple[int, int | None]]) -> None:
+        with self._write() as db:
+            for transfer_id, (transferred, size) in updates.items():
+                db.execute(
+                    "UPDATE transfers SET transferred=?, size=COALESCE(?, size) WHERE id=? AND status IN (0,1,2)",
+                    (transferred, size, transfer_id),
+                )
+
+    def finish(self, transfer_id: int, obj: ObjectRef, size: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE transfers SET transferred=?, size=? WHERE id=?", (size, size, transfer_id))
+            self._end_transfer(db, transfer_id, TransferStatus.DONE, None, None)
+            db.execute(
+                "UPDATE objects SET status=?, size=?, last_used=? WHERE id=?",
+                (ObjectStatus.ACTIVE, size, time.time(), obj.id),
+            )
+
+    def fail(self, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None) -> None:
+        with self._write() as db:
+            self._end_transfer(db, transfer_id, status, error, errno)
+            db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.FAILED, obj.id))
+
+    @staticmethod
+    def _end_transfer(db: sqlite3.Connection, transfer_id: int, status: int, error: str | None, errno: int | None) -> None:
+        db.execute(
+            "UPDATE transfers SET status=?, end_time=?, error=?, errno=? WHERE id=?",
+            (status, time.time(), error, errno, transfer_id),
+        )
+
+    def transfer_state(self, transfer_id: int) -> TransferState:
+        row = self.conn.execute("SELECT * FROM transfers WHERE id=?", (transfer_id,)).fetchone()
+        daemon = self.conn.execute("SELECT * FROM daemons WHERE id=?", (row["daemon_id"],)).fetchone()
+        return TransferState(TransferStatus(row["status"]), self._alive(daemon), row["error"], row["errno"])
+
+    def transfers(self, object_id: str | None = None) -> list[dict[str, object]]:
+        query, args = "SELECT * FROM transfers", ()
+        if object_id is not None:
+            query, args = query + " WHERE object_id=?", (object_id,)
+        return [dict(row) for row in self.conn.execute(query + " ORDER BY id", args)]
+
+    # -- locks ------------------------------------------------------------------------------
+
+    def add_lock(self, lock_id: str, object_id: str, session: str, owner: str, daemon_id: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO locks VALUES (?,?,?,?,?,?)", (lock_id, object_id, session, owner, daemon_id, time.time()))
+
+    def remove_lock(self, lock_id: str) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT object_id FROM locks WHERE id=?", (lock_id,)).fetchone()
+            db.execute("DELETE FROM locks WHERE id=?", (lock_id,))
+            if row is not None:
+                db.execute("UPDATE objects SET last_unlocked=? WHERE id=?", (time.time(), row["object_id"]))
+
+    def locks(self, object_id: str | None = None) -> list[dict[str, object]]:
+        query, args = "SELECT * FROM locks", ()
+        if object_id is not None:
+            query, args = query + " WHERE object_id=?", (object_id,)
+        return [dict(row) for row in self.conn.execute(query, args)]

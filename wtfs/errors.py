@@ -1,0 +1,105 @@
+"""The WtfsError family: every failure a user can see carries its errno.
+
+The FUSE boundary (``wtfs.fs.boundary``) turns these into errnos; the CLI turns them into one
+line and an exit status. Nothing else should need to know errno numbers.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class WtfsError(Exception):
+    """Base of every error wtfs reports to a user; ``errno`` is what the kernel sees."""
+
+    errno: int = errno.EIO
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message or type(self).__name__
+
+
+class NotFound(WtfsError):
+    errno = errno.ENOENT
+
+
+class ReadOnly(WtfsError):
+    errno = errno.EROFS
+
+
+class AccessDenied(WtfsError):
+    errno = errno.EACCES
+
+
+class TransferFailed(WtfsError):
+    """Transfer failed, size or checksum mismatch, or a server error after retries."""
+
+    errno = errno.EIO
+
+
+class Stalled(WtfsError):
+    errno = errno.ETIMEDOUT
+
+
+class Busy(WtfsError):
+    errno = errno.EBUSY
+
+
+class Exists(WtfsError):
+    errno = errno.EEXIST
+
+
+class NoSpace(WtfsError):
+    errno = errno.ENOSPC
+
+
+class Interrupted(WtfsError):
+    """An open that was waiting when the daemon shut down."""
+
+    errno = errno.EINTR
+
+
+class InvalidName(WtfsError):
+    errno = errno.EINVAL
+
+
+class NotEmpty(WtfsError):
+    errno = errno.ENOTEMPTY
+
+
+class SpecError(WtfsError):
+    """A session spec or option that cannot be used; reported before anything mounts."""
+
+    errno = errno.EINVAL
+
+    def __init__(self, where: str, key: str, fault: str) -> None:
+        super().__init__(f"{where}: {key}: {fault}" if key else f"{where}: {fault}")
+        self.where, self.key, self.fault = where, key, fault
+
+
+class MountError(WtfsError):
+    """The mount could not be set up (mountpoint, /dev/fuse, already mounted...)."""
+
+
+_BY_ERRNO: dict[int, type[WtfsError]] = {
+    cls.errno: cls
+    for cls in (
+        NotFound,
+        ReadOnly,
+        AccessDenied,
+        TransferFailed,
+        Stalled,
+        Busy,
+        Exists,
+        NoSpace,
+        Interrupted,
+    )
+}
+
+
+def from_errno(code: int, message: str) -> WtfsError:
+    """Rebuild an error recorded by another daemon (transfer records store errno + text)."""
+    return _BY_ERRNO.get(code, WtfsError)(message)

@@ -1,0 +1,51 @@
+"""The kernel's mount table and mountpoint checks, used before mounting and by umount/check."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and len(field[i + 1 : i + 4]) == 3 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_fstype(path: str) -> str | None:
+    """The filesystem type mounted exactly at ``path`` (e.g. ``fuse.wtfs``), or None."""
+    target = os.path.abspath(path)
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        for line in table:
+            fields = line.split()
+            sep = fields.index("-")
+            if _unescape(fields[4]) == target:
+                found = fields[sep + 1]
+    return found
+
+
+def is_stale(path: str) -> bool:
+    """A FUSE mount whose daemon died answers ENOTCONN ("Transport endpoint is not connected")."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def fusermount(path: str, lazy: bool = False) -> tuple[bool, str]:
+    """Unmount with fusermount3 (works for the mount's owner without root)."""
+    tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+    args = [tool, "-u"] + (["-z"] if lazy else []) + [path]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    return proc.returncode == 0, proc.stderr.strip()

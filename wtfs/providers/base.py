@@ -1,0 +1,48 @@
+"""The provider seam: fetch one object into a Sink (a temp file in the cache's filesystem)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from ..objects import ObjectRef
+
+
+class Sink:
+    """The temp file a provider writes into; reports progress to whoever watches it.
+
+    Providers call ``write`` (or ``advanced`` after writing to ``fd`` themselves) and ``reset``
+    when a server ignores a resume. ``expected_size`` is what the provider learnt from the
+    source (Content-Length), used when the catalog did not know the size.
+    """
+
+    def __init__(self, fd: int, on_progress: Callable[[int], None]) -> None:
+        self.fd = fd
+        self.offset = 0
+        self.expected_size: int | None = None
+        self._on_progress = on_progress
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.advanced(len(data))
+
+    def advanced(self, n: int) -> None:
+        self.offset += n
+        self._on_progress(self.offset)
+
+    def reset(self) -> None:
+        """Start over from byte 0 (the server would not resume)."""
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.offset = 0
+        self._on_progress(0)
+
+
+class Provider(Protocol):
+    async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
+        """Write the object's bytes into ``sink``; raise a WtfsError on failure."""
+        ...

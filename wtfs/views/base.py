@@ -1,0 +1,147 @@
+"""What the FUSE layer sees: nodes with attributes, listings and open files.
+
+Views know nothing of pyfuse3; the fs layer maps inodes onto ``Node`` objects and translates
+``Attr`` into kernel attributes. Every write-like operation is read-only unless a view says so.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from ..errors import ReadOnly, WtfsError
+
+
+class NotADirectory(WtfsError):
+    errno = errno.ENOTDIR
+
+
+class IsADirectory(WtfsError):
+    errno = errno.EISDIR
+
+
+class NoAttribute(WtfsError):
+    errno = errno.ENODATA
+
+
+class NotSupported(WtfsError):
+    errno = errno.ENOTSUP
+
+
+#: Attribute and entry timeout for metadata that only changes through wtfs itself.
+STABLE_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class Attr:
+    mode: int
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    atime_ns: int = 0
+    nlink: int = 1
+    ttl: float = STABLE_TTL
+    uid: int | None = None
+    gid: int | None = None
+
+    @classmethod
+    def directory(cls, mtime_ns: int, perm: int = 0o555, ttl: float = STABLE_TTL) -> Attr:
+        return cls(stat.S_IFDIR | perm, 0, mtime_ns, mtime_ns, mtime_ns, 2, ttl)
+
+    @classmethod
+    def file(cls, size: int, mtime_ns: int, perm: int = 0o444, ttl: float = STABLE_TTL) -> Attr:
+        return cls(stat.S_IFREG | perm, size, mtime_ns, mtime_ns, mtime_ns, 1, ttl)
+
+
+@dataclass(frozen=True)
+class SetAttr:
+    """The changes a setattr asks for; None means unchanged."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+
+class OpenFile:
+    """An open file handle. ``keep_cache`` for immutable copies, ``direct_io`` for live files."""
+
+    keep_cache = False
+    direct_io = False
+
+    async def read(self, offset: int, size: int) -> bytes:
+        raise NotSupported("read")
+
+    async def write(self, offset: int, data: bytes) -> int:
+        raise ReadOnly("read-only file")
+
+    async def flush(self) -> None:
+        return None
+
+    async def fsync(self, datasync: bool) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+class Node:
+    """One name in the tree. ``key`` is its identity in the inode table."""
+
+    key: Hashable
+
+    async def attr(self) -> Attr:
+        raise NotImplementedError
+
+    async def lookup(self, name: str) -> Node:
+        raise NotADirectory(name)
+
+    async def listdir(self) -> list[tuple[str, Node]]:
+        raise NotADirectory()
+
+    async def open(self, flags: int) -> OpenFile:
+        raise IsADirectory()
+
+    async def readlink(self) -> str:
+        raise WtfsError("not a symlink") from None
+
+    async def getxattr(self, name: str) -> bytes:
+        raise NoAttribute(name)
+
+    async def listxattr(self) -> list[str]:
+        return []
+
+    # write-like operations: read-only unless a view overrides them
+
+    async def setattr(self, changes: SetAttr) -> Attr:
+        raise ReadOnly("read-only")
+
+    async def create(self, name: str, mode: int, flags: int) -> tuple[Node, OpenFile]:
+        raise ReadOnly("read-only directory")
+
+    async def mkdir(self, name: str, mode: int) -> Node:
+        raise ReadOnly("read-only directory")
+
+    async def symlink(self, name: str, target: str) -> Node:
+        raise ReadOnly("read-only directory")
+
+    async def link(self, name: str, target: Node) -> Node:
+        raise ReadOnly("read-only directory")
+
+    async def unlink(self, name: str) -> None:
+        raise ReadOnly("read-only directory")
+
+    async def rmdir(self, name: str) -> None:
+        raise ReadOnly("read-only directory")
+
+    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
+        raise ReadOnly("read-only directory")
+
+
+def wants_write(flags: int) -> bool:
+    return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC))

@@ -1,0 +1,85 @@
+"""data/: the session's data set. stat and readdir come from the catalog; open locks and waits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import trio
+
+from ..catalog import CatalogDir, CatalogFile, CatalogNode
+from ..dm import DataManager, Lock
+from ..errors import NotFound, ReadOnly
+from .base import Attr, Node, OpenFile, wants_write
+
+
+@dataclass
+class DataContext:
+    dm: DataManager
+    owner: str
+    ttl: float
+
+
+def wrap(node: CatalogNode, ctx: DataContext) -> Node:
+    return DataFile(node, ctx) if isinstance(node, CatalogFile) else DataDir(node, ctx)
+
+
+class DataDir(Node):
+    def __init__(self, cat: CatalogDir, ctx: DataContext) -> None:
+        self.cat = cat
+        self.ctx = ctx
+        self.key = ("data", cat)
+
+    async def attr(self) -> Attr:
+        return Attr.directory(self.cat.mtime_ns, ttl=self.ctx.ttl)
+
+    async def lookup(self, name: str) -> Node:
+        child = (await self.cat.children()).get(name)
+        if child is None:
+            raise NotFound(name)
+        return wrap(child, self.ctx)
+
+    async def listdir(self) -> list[tuple[str, Node]]:
+        children = await self.cat.children()
+        return [(name, wrap(children[name], self.ctx)) for name in sorted(children)]
+
+
+class DataFile(Node):
+    def __init__(self, cat: CatalogFile, ctx: DataContext) -> None:
+        self.cat = cat
+        self.ctx = ctx
+        self.key = ("data", cat)
+
+    async def attr(self) -> Attr:
+        return Attr.file(self.cat.size or 0, self.cat.mtime_ns, ttl=self.ctx.ttl)
+
+    async def open(self, flags: int) -> OpenFile:
+        if wants_write(flags):
+            raise ReadOnly("data/ is read-only")
+        lock = await self.ctx.dm.lock(self.cat.obj, self.ctx.owner)
+        try:
+            fd = await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.ctx.dm.unlock(lock)
+            raise
+        return CachedCopy(fd, lock, self.ctx.dm, size_known=self.cat.size is not None)
+
+
+class CachedCopy(OpenFile):
+    """A locked, complete, immutable cached copy: pread on a held fd, page cache kept."""
+
+    def __init__(self, fd: int, lock: Lock, dm: DataManager, size_known: bool) -> None:
+        self.fd = fd
+        self.lock = lock
+        self.dm = dm
+        self.keep_cache = size_known
+        # Without a known size the kernel's idea of i_size may be 0: bypass it.
+        self.direct_io = not size_known
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    async def release(self) -> None:
+        os.close(self.fd)
+        await self.dm.unlock(self.lock)
