@@ -17,9 +17,9 @@ from pathlib import Path
 
 from . import mounttable, runtime
 from .config import load_spec
+from .dm.records import pid_alive
 from .errors import SpecError, WtfsError
 from .log import setup_logging
-from .dm.records import pid_alive
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -61,7 +61,11 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if len(args_list) >= 2 and args_list[0] not in {"mount", "umount", "-h", "--help"} and not args_list[0].startswith("-"):
+    if (
+        len(args_list) >= 2
+        and args_list[0] not in {"mount", "umount", "-h", "--help"}
+        and not args_list[0].startswith("-")
+    ):
         args_list = ["mount", *args_list]  # mount.fuse3 calls "wtfs SPEC MOUNTPOINT -o OPTS"
     args = build_parser().parse_args(args_list)
     try:

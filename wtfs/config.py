@@ -197,12 +197,10 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(where, "", f"cannot read: {exc}") from None
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = tomllib.loads(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(where, "", f"not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise SpecError(where, "", f"not valid {kind}: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(where, "", "the spec must be a table of keys")
     return data
@@ -392,7 +390,9 @@ class _Loader:
             sha256=sha256.lower() if sha256 else None,
         )
         if entry.url is not None and entry.scheme not in KNOWN_SCHEMES:
-            raise self.fail(prefix + "url", f"unknown scheme {entry.scheme!r} (use http, https, file, globus or a path)")
+            raise self.fail(
+                prefix + "url", f"unknown scheme {entry.scheme!r} (use http, https, file, globus or a path)"
+            )
         if entry.scheme == "globus" and entry.size is None:
             raise self.fail(prefix + "size", "is required for globus:// entries")
         return entry

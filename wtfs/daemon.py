@@ -106,7 +106,7 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
         report.failed(str(exc))
         log.error("%s", exc)
         return 1
-    except Exception as exc:  # noqa: BLE001 - the daemon must say why it stopped, in one line
+    except Exception as exc:
         report.failed(f"{type(exc).__name__}: {exc}")
         log.exception("daemon failed")
         return 1

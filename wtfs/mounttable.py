@@ -37,7 +37,7 @@ def mount_fstype(path: str) -> str | None:
 def is_stale(path: str) -> bool:
     """A FUSE mount whose daemon died answers ENOTCONN ("Transport endpoint is not connected")."""
     try:
-        os.stat(path)
+        os.statvfs(path)  # never answered from the kernel's attribute cache
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False

@@ -63,10 +63,7 @@ class HostCache:
         return final, size
 
     def discard(self, temp: Path) -> None:
-        try:
-            temp.unlink()
-        except FileNotFoundError:
-            pass
+        temp.unlink(missing_ok=True)
 
     def remove_temps(self, keep_daemons: set[str]) -> int:
         """Remove partial copies of daemons that are gone; returns how many."""

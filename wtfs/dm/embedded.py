@@ -7,6 +7,7 @@ others poll its record. No pyfuse3 here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -240,7 +241,5 @@ class EmbeddedDataManager:
 
 
 def _close_quietly(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass

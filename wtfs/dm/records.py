@@ -55,7 +55,7 @@ class TransferStatus(enum.IntEnum):
 ACTIVE_STATUSES = (TransferStatus.INITIALIZING, TransferStatus.QUEUED, TransferStatus.TRANSFERRING)
 
 
-class ObjectStatus(str, enum.Enum):
+class ObjectStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     TRANSFERRING = "TRANSFERRING"
     EVICTED = "EVICTED"
@@ -79,13 +79,18 @@ class TransferState:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 class CacheRecords:
@@ -150,7 +155,9 @@ class CacheRecords:
             self._retire(db, daemon_id, "interrupted: daemon stopped")
 
     def _retire(self, db: sqlite3.Connection, daemon_id: str, reason: str) -> None:
-        for (object_id,) in db.execute("SELECT DISTINCT object_id FROM locks WHERE daemon_id=?", (daemon_id,)).fetchall():
+        for (object_id,) in db.execute(
+            "SELECT DISTINCT object_id FROM locks WHERE daemon_id=?", (daemon_id,)
+        ).fetchall():
             db.execute("UPDATE objects SET last_unlocked=? WHERE id=?", (time.time(), object_id))
         db.execute("DELETE FROM locks WHERE daemon_id=?", (daemon_id,))
         for row in db.execute(
@@ -173,10 +180,9 @@ class CacheRecords:
         now = time.time()
         with self._write() as db:
             row = db.execute("SELECT status FROM objects WHERE id=?", (obj.id,)).fetchone()
-            if row is not None and row["status"] == ObjectStatus.ACTIVE:
-                if is_cached(obj):
-                    db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
-                    return Claim("cached")
+            if row is not None and row["status"] == ObjectStatus.ACTIVE and is_cached(obj):
+                db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
+                return Claim("cached")
             running = db.execute(
                 "SELECT id, daemon_id FROM transfers WHERE object_id=? AND status IN (0,1,2) ORDER BY id DESC",
                 (obj.id,),
@@ -184,7 +190,9 @@ class CacheRecords:
             for transfer in running:
                 if self._daemon_alive(db, transfer["daemon_id"]):
                     return Claim("wait", transfer["id"])
-                self._end_transfer(db, transfer["id"], TransferStatus.FAILED_TEMPORARILY, "interrupted: its daemon died", None)
+                self._end_transfer(
+                    db, transfer["id"], TransferStatus.FAILED_TEMPORARILY, "interrupted: its daemon died", None
+                )
             cursor = db.execute(
                 "INSERT INTO transfers (object_id, source, daemon_id, session, status, size, start_time)"
                 " VALUES (?,?,?,?,?,?,?)",
@@ -220,7 +228,9 @@ class CacheRecords:
             db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.FAILED, obj.id))
 
     @staticmethod
-    def _end_transfer(db: sqlite3.Connection, transfer_id: int, status: int, error: str | None, errno: int | None) -> None:
+    def _end_transfer(
+        db: sqlite3.Connection, transfer_id: int, status: int, error: str | None, errno: int | None
+    ) -> None:
         db.execute(
             "UPDATE transfers SET status=?, end_time=?, error=?, errno=? WHERE id=?",
             (status, time.time(), error, errno, transfer_id),
@@ -232,7 +242,8 @@ class CacheRecords:
         return TransferState(TransferStatus(row["status"]), self._alive(daemon), row["error"], row["errno"])
 
     def transfers(self, object_id: str | None = None) -> list[dict[str, object]]:
-        query, args = "SELECT * FROM transfers", ()
+        query = "SELECT * FROM transfers"
+        args: tuple[str, ...] = ()
         if object_id is not None:
             query, args = query + " WHERE object_id=?", (object_id,)
         return [dict(row) for row in self.conn.execute(query + " ORDER BY id", args)]
@@ -241,7 +252,9 @@ class CacheRecords:
 
     def add_lock(self, lock_id: str, object_id: str, session: str, owner: str, daemon_id: str) -> None:
         with self._write() as db:
-            db.execute("INSERT INTO locks VALUES (?,?,?,?,?,?)", (lock_id, object_id, session, owner, daemon_id, time.time()))
+            db.execute(
+                "INSERT INTO locks VALUES (?,?,?,?,?,?)", (lock_id, object_id, session, owner, daemon_id, time.time())
+            )
 
     def remove_lock(self, lock_id: str) -> None:
         with self._write() as db:
@@ -251,7 +264,8 @@ class CacheRecords:
                 db.execute("UPDATE objects SET last_unlocked=? WHERE id=?", (time.time(), row["object_id"]))
 
     def locks(self, object_id: str | None = None) -> list[dict[str, object]]:
-        query, args = "SELECT * FROM locks", ()
+        query = "SELECT * FROM locks"
+        args: tuple[str, ...] = ()
         if object_id is not None:
             query, args = query + " WHERE object_id=?", (object_id,)
         return [dict(row) for row in self.conn.execute(query, args)]

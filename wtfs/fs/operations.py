@@ -94,7 +94,12 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def setattr(
-        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: pyfuse3.RequestContext
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         changes = SetAttr(
             mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
@@ -157,7 +162,9 @@ class Operations(pyfuse3.Operations):
         self.dirs.pop(fh, None)
 
     @errno_boundary
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         node = await self.inodes.node(parent_inode).mkdir(self._name(name), stat.S_IMODE(mode))
         entry = await self._entry_for(node)
         self.inodes.looked_up(entry.st_ino)
@@ -173,7 +180,13 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def rename(
-        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: pyfuse3.RequestContext
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
     ) -> None:
         parent = self.inodes.node(parent_inode_old)
         new_parent = self.inodes.node(parent_inode_new)

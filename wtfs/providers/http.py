@@ -15,7 +15,6 @@ from .base import Sink
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_CHUNK = 1024 * 1024
 
 
 class _Retry(Exception):
@@ -25,7 +24,7 @@ class _Retry(Exception):
 def make_client(stall_timeout: float) -> httpx.AsyncClient:
     """One client per daemon: connection reuse; no read timeout (the stall watchdog owns that)."""
     timeout = httpx.Timeout(connect=min(10.0, stall_timeout), read=None, write=30.0, pool=None)
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=32)
     return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True)
 
 
@@ -75,7 +74,7 @@ class HttpProvider:
                 sink.reset()
                 raise _Retry("HTTP 416 on resume")
             self._position(response, sink)
-            async for chunk in response.aiter_raw(_CHUNK):
+            async for chunk in response.aiter_raw():
                 sink.write(chunk)
 
     @staticmethod

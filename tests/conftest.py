@@ -1,0 +1,98 @@
+"""Shared fixtures: a loopback HTTP server, session directories, real mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.httpserver import Server, start_server
+from tests.mounting import Mount, is_mounted, mount
+
+FUSE_OK = os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None and os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FUSE_OK:
+        return
+    skip = pytest.mark.skip(reason="needs root, /dev/fuse and fusermount3")
+    for item in items:
+        if "fuse" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def http() -> Iterator[Server]:
+    server = start_server()
+    yield server
+    server.close()
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def render_spec(entries: list[dict[str, Any]], **top: Any) -> str:
+    lines = [f"{key} = {toml_value(value)}" for key, value in top.items() if not isinstance(value, dict)]
+    for section, table in top.items():
+        if isinstance(table, dict):
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+    for entry in entries:
+        lines.append("[[dataset]]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Session:
+    """A test session's directories: spec, cache, state, mountpoint."""
+
+    def __init__(self, root: Path, cache_dir: Path) -> None:
+        self.root = root
+        self.cache_dir = cache_dir
+        self.mounts: list[Mount] = []
+
+    def spec(self, entries: list[dict[str, Any]], name: str = "test", **top: Any) -> Path:
+        top.setdefault("cache_dir", str(self.cache_dir))
+        top.setdefault("state_dir", str(self.root / "state"))
+        path = self.root / f"{name}.toml"
+        path.write_text(render_spec(entries, name=name, **top))
+        return path
+
+    def mount(self, spec: Path, *options: str, where: str = "mnt") -> Mount:
+        result = mount(spec, self.root / where, *options)
+        self.mounts.append(result)
+        return result
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    state = Session(tmp_path, tmp_path / "cache")
+    yield state
+    failures = []
+    for m in state.mounts:
+        try:
+            m.unmount()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    for m in state.mounts:
+        if is_mounted(m.path):
+            subprocess.run(["fusermount3", "-uz", str(m.path)], check=False)
+    assert not failures, failures
+
+
+@pytest.fixture
+def make_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
+    def make(name: str, data: bytes) -> Path:
+        path = tmp_path / "src" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    return make
