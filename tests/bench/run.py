@@ -1,0 +1,238 @@
+"""`make bench`: DESIGN.md's performance ratios, each measured side by side in one run.
+
+Absolute times on shared machines are noisy; every figure here is a ratio of two things measured
+back to back on the same files, medians of a few repetitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tests.conftest import render_spec
+from tests.httpserver import start_server
+from tests.mounting import is_mounted, mount, wait_for, wtfs
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / ".bench"
+BIG = 1024**3
+REPEAT = 3
+EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_time(fn: Callable[[], object], setup: Callable[[], object] | None = None) -> float:
+    times = []
+    for _ in range(REPEAT):
+        if setup is not None:
+            setup()
+        times.append(timed(fn))
+    return statistics.median(times)
+
+
+def cat(path: Path) -> None:
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+
+
+def find_stat(path: Path) -> None:
+    subprocess.run(["find", str(path), "-printf", "%s %m\n"], stdout=subprocess.DEVNULL, check=True)
+
+
+def passthrough_binary() -> Path:
+    binary = WORK / "passthrough_ll"
+    if binary.exists():
+        return binary
+    build = WORK / "passthrough-src"
+    shutil.copytree(EXAMPLES, build, dirs_exist_ok=True)
+    flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"], capture_output=True, text=True, check=True)
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(binary), str(build / "passthrough_ll.c"), *flags.stdout.split()], check=True
+    )
+    return binary
+
+
+@contextlib.contextmanager
+def passthrough(source: Path, mountpoint: Path) -> Iterator[Path]:
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([str(passthrough_binary()), "-f", "-o", f"source={source}", str(mountpoint)])
+    try:
+        wait_for(lambda: is_mounted(mountpoint), what="passthrough_ll to mount")
+        yield mountpoint
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def wtfs_mount(name: str, entries: list[dict[str, object]], cache: Path, *options: str) -> Iterator[Path]:
+    spec = WORK / f"{name}.toml"
+    spec.write_text(render_spec(entries, name=name, cache_dir=str(cache), state_dir=str(WORK / "state")))
+    mountpoint = WORK / f"mnt-{name}"
+    m = mount(spec, mountpoint, *options)
+    try:
+        yield m.data
+    finally:
+        result = wtfs("umount", str(mountpoint))
+        assert result.returncode == 0, result.stderr
+
+
+def ratio_line(label: str, ours: float, theirs: float, target: str, met: bool, note: str = "") -> str:
+    verdict = "met" if met else "MISSED"
+    return f"{label:<58} wtfs {ours:8.3f}s  ref {theirs:8.3f}s  ratio {theirs / ours if '≥' in target else ours / theirs:5.2f}  target {target:<8} {verdict} {note}"
+
+
+def make_big_file() -> Path:
+    path = WORK / "src" / "big.bin"
+    if not path.exists() or path.stat().st_size != BIG:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            for _ in range(BIG // (64 * 1024**2)):
+                f.write(os.urandom(64 * 1024**2))
+    return path
+
+
+def bench_cached_reads(big: Path) -> list[str]:
+    """First and repeat read of a cached 1 GiB copy."""
+    cache = WORK / "cache-local"
+    shutil.rmtree(cache, ignore_errors=True)
+    lines = []
+    entries = [{"mountPath": "/big.bin", "url": str(big)}]
+    with wtfs_mount("cached", entries, cache) as data:
+        cat(data / "big.bin")  # land it in the cache
+    cached_copy = next(p for p in (cache / "objects").rglob("*") if p.is_file())
+    cat(cached_copy)  # the cache file itself is in the page cache for both sides
+
+    def wtfs_first() -> float:
+        with wtfs_mount("cached", entries, cache) as data:
+            return timed(lambda: cat(data / "big.bin"))
+
+    def pass_first() -> float:
+        with passthrough(cached_copy.parent, WORK / "mnt-pass") as mnt:
+            return timed(lambda: cat(mnt / cached_copy.name))
+
+    ours = statistics.median(wtfs_first() for _ in range(REPEAT))
+    theirs = statistics.median(pass_first() for _ in range(REPEAT))
+    lines.append(
+        ratio_line("first read, cached 1 GiB (throughput vs passthrough_ll)", ours, theirs, "≥ 0.8×", theirs / ours >= 0.8)
+    )
+    with wtfs_mount("cached", entries, cache) as data:
+        cat(data / "big.bin")
+        ours = median_time(lambda: cat(data / "big.bin"))
+    theirs = median_time(lambda: cat(cached_copy))
+    lines.append(
+        ratio_line("repeat read (keep_cache) vs the cache file directly", ours, theirs, "≥ 0.5×", theirs / ours >= 0.5)
+    )
+    return lines
+
+
+def bench_cold_http(big: Path) -> list[str]:
+    port = 8790
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(big.parent)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/{big.name}"
+    try:
+        wait_for(lambda: subprocess.run(["curl", "-sfI", url], capture_output=True).returncode == 0, what="http.server")
+        out = WORK / "curl.out"
+
+        def curl() -> None:
+            subprocess.run(["curl", "-sf", "-o", str(out), url], check=True)
+
+        theirs = median_time(curl)
+        out.unlink(missing_ok=True)
+        times = []
+        for run in range(REPEAT):
+            cache = WORK / f"cache-http-{run}"
+            shutil.rmtree(cache, ignore_errors=True)
+            with wtfs_mount("http", [{"mountPath": "/big.bin", "url": url}], cache) as data:
+                times.append(timed(lambda data=data: cat(data / "big.bin")))
+            shutil.rmtree(cache, ignore_errors=True)
+        ours = statistics.median(times)
+    finally:
+        server.terminate()
+        server.wait()
+    return [ratio_line("cold open+read 1 GiB over loopback HTTP vs curl -o", ours, theirs, "≤ 1.3×", ours / theirs <= 1.3)]
+
+
+def bench_find_stat() -> list[str]:
+    tree = WORK / "tree10k"
+    if not (tree / "d99" / "f99").exists():
+        for d in range(100):
+            (tree / f"d{d}").mkdir(parents=True, exist_ok=True)
+            for f in range(100):
+                (tree / f"d{d}" / f"f{f}").write_bytes(b"x" * f)
+    cache = WORK / "cache-tree"
+
+    def ours_once() -> float:
+        with wtfs_mount("tree", [{"mountPath": "/tree", "url": str(tree)}], cache) as data:
+            return timed(lambda: find_stat(data / "tree"))
+
+    def theirs_once() -> float:
+        with passthrough(tree, WORK / "mnt-pass") as mnt:
+            return timed(lambda: find_stat(mnt))
+
+    ours = statistics.median(ours_once() for _ in range(REPEAT))
+    theirs = statistics.median(theirs_once() for _ in range(REPEAT))
+    return [ratio_line("find+stat, 10,000 entries, cold mount, vs passthrough_ll", ours, theirs, "≤ 3×", ours / theirs <= 3)]
+
+
+def bench_ls_while_blocked() -> list[str]:
+    http = start_server()
+    gate = threading.Event()
+    count = 200
+    entries: list[dict[str, object]] = [
+        {"mountPath": f"/slow/{i}", "url": http.add(f"/{i}", b"x", gate=gate)} for i in range(count)
+    ]
+    entries.append({"mountPath": "/other/here", "url": http.add("/here", b"here")})
+    latencies = []
+    try:
+        with wtfs_mount("blocked", entries, WORK / "cache-blocked") as data, ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit((data / "slow" / str(i)).read_bytes) for i in range(count)]
+            wait_for(lambda: sum(http.requests[f"/{i}"] for i in range(count)) == count, what="200 blocked opens")
+            for _ in range(20):
+                latencies.append(timed(lambda: (os.listdir(data / "other"), os.listdir(data / "slow"))))
+            still_blocked = not any(f.done() for f in futures)
+            gate.set()
+            for f in futures:
+                f.result(timeout=60)
+    finally:
+        gate.set()
+        http.close()
+    worst = max(latencies) * 1000
+    ok = worst < 100 and still_blocked
+    return [
+        f"{'ls while 200 opens wait on transfers (20 tries)':<58} median {statistics.median(latencies) * 1000:6.1f} ms"
+        f"  worst {worst:6.1f} ms  target < 100 ms  {'met' if ok else 'MISSED'}"
+    ]
+
+
+def main() -> int:
+    WORK.mkdir(exist_ok=True)
+    shutil.rmtree(WORK / "state", ignore_errors=True)
+    print(f"wtfs bench on {os.cpu_count()} cores; medians of {REPEAT} runs; ratios are wtfs vs the reference", flush=True)
+    big = make_big_file()
+    sections = [lambda: bench_cached_reads(big), lambda: bench_cold_http(big), bench_find_stat, bench_ls_while_blocked]
+    for section in sections:
+        for line in section():
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
