@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import mounttable, runtime
-from .config import load_spec
+from .config import Spec, load_spec
 from .dm.records import pid_alive
-from .errors import SpecError, WtfsError
+from .errors import MountError, SpecError, WtfsError
 from .log import setup_logging
+from .store.versions import Unchanged, version_store
 
+COMMANDS = {"mount", "umount", "version"}
 EXIT_FAILED = 1
+EXIT_UNCHANGED = 3
 EXIT_USAGE = 2
 READY_TIMEOUT = 300.0
 STOP_TIMEOUT = 60.0
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     mount = sub.add_parser("mount", help="mount a session spec")
     _mount_arguments(mount)
 
+    version = sub.add_parser("version", help="manage versions of a mounted session").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    create = version.add_parser("create", help="snapshot the workspace into a new version")
+    create.add_argument("mountpoint")
+    create.add_argument("--name", help="default: the date in %%c format")
+    create.add_argument("--force", action="store_true", help="create even if nothing changed")
+
     umount = sub.add_parser("umount", help="release locks and unmount cleanly")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
@@ -61,16 +72,14 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if (
-        len(args_list) >= 2
-        and args_list[0] not in {"mount", "umount", "-h", "--help"}
-        and not args_list[0].startswith("-")
-    ):
+    if len(args_list) >= 2 and args_list[0] not in {*COMMANDS, "-h", "--help"} and not args_list[0].startswith("-"):
         args_list = ["mount", *args_list]  # mount.fuse3 calls "wtfs SPEC MOUNTPOINT -o OPTS"
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "mount":
             return cmd_mount(args)
+        if args.command == "version":
+            return cmd_version_create(args)
         return cmd_umount(args)
     except SpecError as exc:
         return _fail(str(exc), EXIT_USAGE)
@@ -158,3 +167,23 @@ def cmd_umount(args: argparse.Namespace) -> int:
         return _fail(f"{mountpoint}: not mounted")
     ok, err = mounttable.fusermount(mountpoint, lazy=mounttable.is_stale(mountpoint))
     return 0 if ok else _fail(f"{mountpoint}: {err or 'unmount failed'}")
+
+
+def mounted_spec(mountpoint: str) -> Spec:
+    """The spec a live wtfs daemon serves at ``mountpoint``."""
+    record = runtime.read_record(os.path.abspath(mountpoint))
+    if record is None or not pid_alive(int(record.get("pid", 0))):
+        raise MountError(f"{mountpoint}: no wtfs daemon serves this mountpoint")
+    return load_spec(record["spec"], record.get("options", []))
+
+
+def cmd_version_create(args: argparse.Namespace) -> int:
+    spec = mounted_spec(args.mountpoint)
+    if spec.workspace is None:
+        return _fail(f"{args.mountpoint}: the session has no workspace")
+    try:
+        version = version_store(spec).create(args.name, force=args.force)
+    except Unchanged as exc:
+        return _fail(str(exc), EXIT_UNCHANGED)
+    print(f"created version {version.name!r} ({version.id})")
+    return 0

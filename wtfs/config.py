@@ -113,6 +113,7 @@ class Spec:
     wholetale: WholeTaleSettings | None = None
     dataset: tuple[Entry, ...] = ()
     mount: MountOptions = field(default_factory=MountOptions)
+    options: tuple[str, ...] = ()  # the -o options given, so a CLI can reload the same spec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +186,8 @@ def load_spec(path: str | os.PathLike[str], options: list[str] | tuple[str, ...]
         if not isinstance(target, dict):
             raise SpecError("-o", key, f"[{section}] is not a table in {where}")
         target[sub] = value
-    return replace(_Loader(spec_path.resolve().parent, where).spec(raw, spec_path), mount=mount)
+    spec = _Loader(spec_path.resolve().parent, where).spec(raw, spec_path.resolve())
+    return replace(spec, mount=mount, options=tuple(options))
 
 
 def _read(path: Path) -> dict[str, Any]:

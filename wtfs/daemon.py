@@ -25,7 +25,10 @@ from .errors import MountError
 from .fs import Operations, Presentation
 from .providers import HttpProvider, default_providers
 from .providers.http import make_client, probe_size
-from .views import DataContext, DataDir, StaticDirNode
+from .store.versions import version_store
+from .views import DataContext, DataDir, Node, StaticDirNode
+from .views.paths import WorkspaceNode
+from .views.versions import VersionsDir
 
 log = logging.getLogger("wtfs")
 
@@ -119,12 +122,12 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
         dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout)
         catalog = await build_catalog(spec, lambda url: probe_size(client, url))
         data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
-        root = StaticDirNode("root", {"data": data})
+        root = StaticDirNode("root", {"data": data, **(await _session_trees(spec))})
         presentation = Presentation(
             uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
             gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
             umask=spec.mount.umask or 0,
-            statfs_path=str(spec.cache_dir),
+            statfs_path=str(spec.workspace or spec.cache_dir),
         )
         ops = Operations(root, presentation)
         async with trio.open_nursery() as nursery:
@@ -149,6 +152,18 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
     log.info("unmounted %s", mountpoint)
 
 
+async def _session_trees(spec: Spec) -> dict[str, Node]:
+    """workspace/ and versions/ when the spec names a workspace."""
+    if spec.workspace is None:
+        return {}
+    store = version_store(spec)
+    await trio.to_thread.run_sync(store.prepare)
+    return {
+        "workspace": WorkspaceNode("workspace", str(spec.workspace)),
+        "versions": VersionsDir(store),
+    }
+
+
 async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
     """Report ready only once the mount answers a stat through the kernel."""
     await trio.to_thread.run_sync(os.stat, mountpoint)
@@ -159,8 +174,10 @@ async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
             "mountpoint": mountpoint,
             "session": spec.name,
             "spec": str(spec.path),
+            "options": list(spec.options),
             "cache_dir": str(spec.cache_dir),
             "state_dir": str(spec.state_dir),
+            "workspace": str(spec.workspace) if spec.workspace else None,
             "started": time.time(),
         },
     )

@@ -49,11 +49,29 @@ class InodeTable:
             if node is not None and self._inode_by_key.get(node.key) == inode:
                 del self._inode_by_key[node.key]
 
-    def rekey(self, old: Hashable, new: Hashable) -> None:
-        """A node's identity changed (rename): keep its inode."""
-        inode = self._inode_by_key.pop(old, None)
-        if inode is not None:
-            self._inode_by_key[new] = inode
+    def move(self, old: Hashable, new: Hashable) -> None:
+        """A path-keyed subtree was renamed: its nodes keep their inodes under their new paths.
+
+        Keys of path nodes are ``(tag, rel)``; whatever was at the destination is unlinked.
+        """
+        assert isinstance(old, tuple) and isinstance(new, tuple)
+        tag, old_rel = old
+        _, new_rel = new
+        for key in [k for k in self._inode_by_key if _under(k, tag, new_rel)]:
+            del self._inode_by_key[key]
+        for inode, node in self._nodes.items():
+            if _under(node.key, tag, old_rel) and hasattr(node, "relocate"):
+                if self._inode_by_key.get(node.key) == inode:
+                    del self._inode_by_key[node.key]
+                suffix = str(node.key[1])[len(old_rel) :]  # type: ignore[index]
+                node.relocate(new_rel + suffix)
+                self._inode_by_key[node.key] = inode
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+
+def _under(key: Hashable, tag: Hashable, rel: str) -> bool:
+    if not (isinstance(key, tuple) and len(key) == 2 and key[0] == tag and isinstance(key[1], str)):
+        return False
+    return bool(key[1] == rel or key[1].startswith(rel + "/"))

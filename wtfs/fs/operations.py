@@ -190,7 +190,9 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         parent = self.inodes.node(parent_inode_old)
         new_parent = self.inodes.node(parent_inode_new)
-        await parent.rename(self._name(name_old), new_parent, self._name(name_new), flags)
+        moved = await parent.rename(self._name(name_old), new_parent, self._name(name_new), flags)
+        if moved is not None:
+            self.inodes.move(*moved)
 
     @errno_boundary
     async def symlink(

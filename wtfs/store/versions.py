@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..config import Spec
 from ..errors import Busy, Exists, InvalidName, MountError, NotFound, WtfsError
 
 
@@ -104,7 +105,7 @@ class VersionStore:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def list(self) -> list[Version]:
+    def all(self) -> list[Version]:
         versions = []
         with os.scandir(self.root) as entries:
             for entry in entries:
@@ -123,7 +124,7 @@ class VersionStore:
         return Version(manifest["id"], manifest["name"], manifest["createdTs"], path)
 
     def get(self, name: str) -> Version:
-        for version in self.list():
+        for version in self.all():
             if version.name == name:
                 return version
         raise NotFound(f"no version named {name!r}")
@@ -135,7 +136,7 @@ class VersionStore:
         return version
 
     def latest(self) -> Version | None:
-        versions = self.list()
+        versions = self.all()
         return versions[-1] if versions else None
 
     # -- creating ---------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class VersionStore:
     def create(self, name: str | None = None, force: bool = True) -> Version:
         """Snapshot the workspace; EBUSY if a creation is already running, EEXIST for a taken name."""
         with self._lock("create", blocking=False):
-            taken = {v.name for v in self.list()}
+            taken = {v.name for v in self.all()}
             name = check_name(name) if name is not None else default_name(taken)
             if name in taken:
                 raise Exists(f"version {name!r} exists")
@@ -166,7 +167,7 @@ class VersionStore:
                 }
                 _write_json(temp / "manifest.json", manifest)
                 with self._lock("names"):
-                    if name in {v.name for v in self.list()}:
+                    if name in {v.name for v in self.all()}:
                         raise Exists(f"version {name!r} exists")
                     os.rename(temp, self.root / version_id)
             except BaseException:
@@ -183,7 +184,7 @@ class VersionStore:
     def rename(self, old: str, new: str) -> None:
         check_name(new)
         with self._lock("names"):
-            versions = self.list()
+            versions = self.all()
             if any(v.name == new for v in versions):
                 raise Exists(f"version {new!r} exists")
             version = next((v for v in versions if v.name == old), None)
@@ -220,6 +221,27 @@ class VersionStore:
             return sorted(os.listdir(self.root / version_id / "refs"))
         except FileNotFoundError:
             return []
+
+
+def version_store(spec: Spec) -> VersionStore:
+    """The store of a spec's session; its manifests record the spec's data set."""
+    assert spec.workspace is not None
+    dataset = [
+        {
+            key: value
+            for key, value in (
+                ("mountPath", e.mount_path),
+                ("url", e.url),
+                ("itemId", e.item_id),
+                ("folderId", e.folder_id),
+                ("size", e.size),
+                ("sha256", e.sha256),
+            )
+            if value is not None
+        }
+        for e in spec.dataset
+    ]
+    return VersionStore(spec.state_dir, spec.workspace, dataset)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -139,7 +139,8 @@ class Node:
     async def rmdir(self, name: str) -> None:
         raise ReadOnly("read-only directory")
 
-    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
+    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> tuple[Hashable, Hashable] | None:
+        """Rename a child; returns (old key, new key) when the moved nodes' keys changed."""
         raise ReadOnly("read-only directory")
 
 
