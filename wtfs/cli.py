@@ -7,6 +7,7 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -20,9 +21,13 @@ from .config import Spec, load_spec
 from .dm.records import pid_alive
 from .errors import MountError, SpecError, WtfsError
 from .log import setup_logging
+from .store import RunStore, session_stores
+from .store.executor import cancel, command_for, execute
+from .store.runs import Run, RunStatus
 from .store.versions import Unchanged, version_store
+from .views.runs import create_run
 
-COMMANDS = {"mount", "umount", "version"}
+COMMANDS = {"mount", "umount", "version", "run"}
 EXIT_FAILED = 1
 EXIT_UNCHANGED = 3
 EXIT_USAGE = 2
@@ -55,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="default: the date in %%c format")
     create.add_argument("--force", action="store_true", help="create even if nothing changed")
 
+    run = sub.add_parser("run", help="create, start, cancel and inspect recorded runs").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    run_create = run.add_parser("create", help="create a run of a version")
+    run_create.add_argument("mountpoint")
+    run_create.add_argument("--name")
+    run_create.add_argument("--version", help="version name (default: the latest, taken first if needed)")
+    run_start = run.add_parser("start", help="run the entrypoint in MOUNTPOINT/runs/NAME/workspace")
+    run_start.add_argument("run_path", metavar="MOUNTPOINT/runs/NAME")
+    run_start.add_argument("--entrypoint", default="run.sh")
+    run_start.add_argument("--detach", action="store_true", help="return once the run is running")
+    run_cancel = run.add_parser("cancel", help="SIGTERM the run, SIGKILL after --grace seconds")
+    run_cancel.add_argument("run_path", metavar="MOUNTPOINT/runs/NAME")
+    run_cancel.add_argument("--grace", type=float, default=10.0)
+    run_status = run.add_parser("status", help="print the run's status")
+    run_status.add_argument("run_path", metavar="MOUNTPOINT/runs/NAME")
+    run_status.add_argument("--json", action="store_true")
+
     umount = sub.add_parser("umount", help="release locks and unmount cleanly")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
@@ -80,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_mount(args)
         if args.command == "version":
             return cmd_version_create(args)
+        if args.command == "run":
+            return cmd_run(args)
         return cmd_umount(args)
     except SpecError as exc:
         return _fail(str(exc), EXIT_USAGE)
@@ -186,4 +211,53 @@ def cmd_version_create(args: argparse.Namespace) -> int:
     except Unchanged as exc:
         return _fail(str(exc), EXIT_UNCHANGED)
     print(f"created version {version.name!r} ({version.id})")
+    return 0
+
+
+def locate_run(run_path: str) -> tuple[Spec, Path, str]:
+    """(spec, mountpoint, run name) for a path MOUNTPOINT/runs/NAME of a live mount."""
+    path = Path(os.path.abspath(run_path))
+    for mountpoint in path.parents:
+        if runtime.read_record(str(mountpoint)) is not None:
+            rel = path.relative_to(mountpoint).parts
+            if len(rel) != 2 or rel[0] != "runs":
+                raise MountError(f"{run_path}: not a run (expected MOUNTPOINT/runs/NAME)")
+            return mounted_spec(str(mountpoint)), mountpoint, rel[1]
+    raise MountError(f"{run_path}: not inside a wtfs mount")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        spec = mounted_spec(args.mountpoint)
+        versions, runs = session_stores(spec)
+        run = create_run(runs, versions, args.name, args.version)
+        print(f"created run {run.name!r} of version {versions.by_id(run.version_id).name!r}")
+        return 0
+    spec, mountpoint, name = locate_run(args.run_path)
+    _, runs = session_stores(spec)
+    run = runs.get(name)
+    if args.action == "status":
+        print(json.dumps(run.record, indent=1) if args.json else run.status_line, end="" if not args.json else "\n")
+        return 0
+    if args.action == "cancel":
+        run = cancel(runs, run.id, args.grace)
+        print(run.status_line, end="")
+        return 0
+    workdir = mountpoint / "runs" / name / "workspace"
+    command_for(workdir, args.entrypoint)  # refuse a missing entrypoint before starting anything
+    if args.detach:
+        return _detach_run(runs, run, workdir, args.entrypoint)
+    finished = execute(runs, run.id, workdir, args.entrypoint)
+    print(finished.status_line, end="", file=sys.stderr)
+    return 0 if finished.status == RunStatus.COMPLETED else EXIT_FAILED
+
+
+def _detach_run(runs: RunStore, run: Run, workdir: Path, entrypoint: str) -> int:
+    command = [sys.executable, "-m", "wtfs.store.executor", str(runs.root.parent), run.id, str(workdir), entrypoint]
+    with open(os.devnull, "r+b") as devnull:
+        subprocess.Popen(command, stdin=devnull, stdout=devnull, stderr=devnull, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while runs.by_id(run.id).status in (RunStatus.UNKNOWN, RunStatus.STARTING) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    print(runs.by_id(run.id).status_line, end="")
     return 0

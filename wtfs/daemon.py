@@ -25,9 +25,10 @@ from .errors import MountError
 from .fs import Operations, Presentation
 from .providers import HttpProvider, default_providers
 from .providers.http import make_client, probe_size
-from .store.versions import version_store
+from .store import session_stores
 from .views import DataContext, DataDir, Node, StaticDirNode
 from .views.paths import WorkspaceNode
+from .views.runs import RunsDir
 from .views.versions import VersionsDir
 
 log = logging.getLogger("wtfs")
@@ -153,14 +154,17 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
 
 
 async def _session_trees(spec: Spec) -> dict[str, Node]:
-    """workspace/ and versions/ when the spec names a workspace."""
+    """workspace/, versions/ and runs/ when the spec names a workspace."""
     if spec.workspace is None:
         return {}
-    store = version_store(spec)
-    await trio.to_thread.run_sync(store.prepare)
+    versions, runs = session_stores(spec)
+    await trio.to_thread.run_sync(versions.prepare)
+    for orphan in await trio.to_thread.run_sync(runs.prepare):
+        log.warning("run %r was left %s by an executor that died: marked FAILED", orphan.name, orphan.status.name)
     return {
         "workspace": WorkspaceNode("workspace", str(spec.workspace)),
-        "versions": VersionsDir(store),
+        "versions": VersionsDir(versions),
+        "runs": RunsDir(runs, versions),
     }
 
 

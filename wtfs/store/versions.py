@@ -165,7 +165,7 @@ class VersionStore:
                     "dataSet": self.dataset,
                     "files": files,
                 }
-                _write_json(temp / "manifest.json", manifest)
+                write_json(temp / "manifest.json", manifest)
                 with self._lock("names"):
                     if name in {v.name for v in self.all()}:
                         raise Exists(f"version {name!r} exists")
@@ -193,7 +193,7 @@ class VersionStore:
             manifest_path = version.path / "manifest.json"
             manifest = json.loads(manifest_path.read_text())
             manifest["name"] = new
-            _write_json(manifest_path, manifest)
+            write_json(manifest_path, manifest)
 
     def delete(self, name: str) -> None:
         with self._lock("names"):
@@ -244,7 +244,7 @@ def version_store(spec: Spec) -> VersionStore:
     return VersionStore(spec.state_dir, spec.workspace, dataset)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     temp = path.with_suffix(".tmp")
     temp.write_text(json.dumps(data, indent=1))
     os.replace(temp, path)
