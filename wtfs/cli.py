@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import mounttable, runtime
+from . import mounttable, runtime, watch
 from .config import Spec, load_spec
 from .dm.records import pid_alive
 from .errors import MountError, SpecError, WtfsError
@@ -27,7 +27,7 @@ from .store.runs import Run, RunStatus
 from .store.versions import Unchanged, version_store
 from .views.runs import create_run
 
-COMMANDS = {"mount", "umount", "version", "run"}
+COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch"}
 EXIT_FAILED = 1
 EXIT_UNCHANGED = 3
 EXIT_USAGE = 2
@@ -78,6 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     run_status.add_argument("run_path", metavar="MOUNTPOINT/runs/NAME")
     run_status.add_argument("--json", action="store_true")
 
+    status = sub.add_parser("status", help="the host cache: usage, sessions, locks, transfers")
+    status.add_argument("mountpoint", nargs="?")
+    status.add_argument("--cache-dir")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true", help="keep showing, with progress bars on a terminal")
+    status.add_argument("--interval", type=float, default=1.0)
+
+    cache = sub.add_parser("cache", help="list, collect or evict cached copies").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    cache_ls = cache.add_parser("ls", help="the registry of cached objects")
+    cache_ls.add_argument("--cache-dir")
+    cache_ls.add_argument("--json", action="store_true")
+    cache_gc = cache.add_parser("gc", help="evict unlocked copies down to gc_end_fraction")
+    cache_gc.add_argument("--cache-dir")
+    cache_gc.add_argument("--dry-run", action="store_true")
+    cache_evict = cache.add_parser("evict", help="evict the cached copies of these data files")
+    cache_evict.add_argument("paths", nargs="+", metavar="PATH")
+
+    prefetch = sub.add_parser("prefetch", help="start transfers of data files without opening them")
+    prefetch.add_argument("paths", nargs="+", metavar="PATH")
+    prefetch.add_argument("--wait", action="store_true", help="show progress until they land")
+
     umount = sub.add_parser("umount", help="release locks and unmount cleanly")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
@@ -105,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_version_create(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "status":
+            return watch.show_status(args.mountpoint, args.cache_dir, args.json, args.watch, args.interval)
+        if args.command == "cache":
+            if args.action == "ls":
+                return watch.cache_ls(args.cache_dir, args.json)
+            if args.action == "gc":
+                return watch.cache_gc(args.cache_dir, args.dry_run)
+            return watch.cache_evict(args.paths)
+        if args.command == "prefetch":
+            return watch.prefetch(args.paths, args.wait)
         return cmd_umount(args)
     except SpecError as exc:
         return _fail(str(exc), EXIT_USAGE)

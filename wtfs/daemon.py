@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyfuse3
 import trio
@@ -27,6 +28,7 @@ from .providers import HttpProvider, default_providers
 from .providers.http import make_client, probe_size
 from .store import session_stores
 from .views import DataContext, DataDir, Node, StaticDirNode
+from .views.control import GeneratedFile
 from .views.paths import WorkspaceNode
 from .views.runs import RunsDir
 from .views.versions import VersionsDir
@@ -120,10 +122,17 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
 async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
     async with make_client(spec.stall_timeout) as client:
         providers = default_providers(HttpProvider(client))
-        dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout)
+        dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
         catalog = await build_catalog(spec, lambda url: probe_size(client, url))
         data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
-        root = StaticDirNode("root", {"data": data, **(await _session_trees(spec))})
+        control = StaticDirNode(
+            ".wtfs",
+            {
+                "status.json": GeneratedFile(".wtfs/status.json", lambda: dm.report()),
+                "transfers.json": GeneratedFile(".wtfs/transfers.json", lambda: _transfers(dm)),
+            },
+        )
+        root = StaticDirNode("root", {"data": data, **(await _session_trees(spec))}, hidden={".wtfs": control})
         presentation = Presentation(
             uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
             gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
@@ -151,6 +160,12 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
                     runtime.remove_record(mountpoint, os.getpid())
                 nursery.cancel_scope.cancel()
     log.info("unmounted %s", mountpoint)
+
+
+async def _transfers(dm: EmbeddedDataManager) -> list[dict[str, Any]]:
+    report = await dm.report()
+    transfers: list[dict[str, Any]] = report["transfers"]
+    return transfers
 
 
 async def _session_trees(spec: Spec) -> dict[str, Node]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..objects import ObjectRef
 
@@ -23,6 +23,18 @@ class DataManager(Protocol):
         ...
 
     async def unlock(self, lock: Lock) -> None: ...
+
+    def prefetch(self, obj: ObjectRef) -> None:
+        """Start fetching ``obj`` without locking it; returns at once."""
+        ...
+
+    async def state(self, obj: ObjectRef) -> str:
+        """``cached``, ``transferring N%`` or ``remote``."""
+        ...
+
+    async def report(self) -> dict[str, Any]:
+        """The status report (``.wtfs/status.json``)."""
+        ...
 
     def interrupt(self) -> None:
         """Shutting down: every waiting ``lock`` call fails with Interrupted at once."""

@@ -62,6 +62,16 @@ class HostCache:
         os.rename(temp, final)
         return final, size
 
+    def remove(self, object_id: str) -> int:
+        """Delete a complete copy; returns the bytes on disk it took."""
+        path = self.path_for(object_id)
+        try:
+            freed = path.stat().st_blocks * 512
+        except FileNotFoundError:
+            return 0
+        path.unlink(missing_ok=True)
+        return freed
+
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
 

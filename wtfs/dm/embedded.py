@@ -18,12 +18,16 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..errors import Interrupted, Stalled, TransferFailed, WtfsError, from_errno
+from ..config import CacheSettings
+from ..errors import Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
 from ..objects import ObjectRef
 from ..providers import Providers, Sink
+from . import gc
 from .base import Lock
 from .cache import HostCache
+from .gc import GcReport, disk_usage
 from .records import CacheRecords, Claim, TransferStatus
+from .report import status_report
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,8 +54,10 @@ class EmbeddedDataManager:
         mountpoint: str,
         providers: Providers,
         stall_timeout: float,
+        settings: CacheSettings | None = None,
     ) -> None:
         self.cache = HostCache(cache_dir)
+        self.settings = settings or CacheSettings()
         self.session = session
         self.mountpoint = mountpoint
         self.providers = providers
@@ -61,7 +67,9 @@ class EmbeddedDataManager:
         self._records: CacheRecords | None = None
         self._nursery: trio.Nursery | None = None
         self._landings: dict[str, _Landing] = {}
-        self._progress: dict[int, tuple[int, int | None]] = {}
+        self._progress: dict[int, tuple[int, int | None]] = {}  # not yet written to the records
+        self._shown: dict[int, tuple[int, int | None]] = {}  # every running transfer, for xattrs
+        self._transfer_objects: dict[int, str] = {}
         self._waiters: set[trio.CancelScope] = set()
         self._held: dict[str, Lock] = {}
         self._closing = False
@@ -72,7 +80,9 @@ class EmbeddedDataManager:
         """Open the records, register this daemon, reclaim what dead daemons left."""
         self._records = await trio.to_thread.run_sync(self._open_records)
         await self._db(self._records.register_daemon, self.daemon_id, self.session, self.mountpoint)
+        await self._db(self._records.set_setting, "capacity", str(self.settings.capacity))
         await self._reclaim()
+        await self._reconcile()
         self._nursery = nursery
         nursery.start_soon(self._housekeeping)
 
@@ -111,9 +121,23 @@ class EmbeddedDataManager:
         if dead or removed:
             log.info("reclaimed %d dead daemon(s), removed %d partial copies", len(dead), removed)
 
+    async def _reconcile(self) -> None:
+        """Records and files that disagree are set right: never serve a copy we cannot vouch for."""
+        present = await trio.to_thread.run_sync(lambda: set(disk_usage(self.cache)[1]))
+        missing, strays = await self._db(self.records.reconcile, present)
+        for object_id in strays:
+            self.cache.path_for(object_id).unlink(missing_ok=True)
+        if missing or strays:
+            log.warning(
+                "cache reconciled: %d records without a file, %d files without a record", len(missing), len(strays)
+            )
+
+    async def collect(self, force: bool = False) -> GcReport:
+        return await self._db(gc.collect, self.cache, self.records, self.settings, force)
+
     async def _housekeeping(self) -> None:
-        """Renew the lease, publish progress, reclaim after dead daemons."""
-        renewed = trio.current_time()
+        """Renew the lease, publish progress, reclaim after dead daemons, collect garbage."""
+        renewed = collected = trio.current_time()
         while True:
             await trio.sleep(PROGRESS_SECONDS)
             if self._progress:
@@ -123,6 +147,9 @@ class EmbeddedDataManager:
                 await self._db(self.records.renew_lease, self.daemon_id)
                 await self._reclaim()
                 renewed = trio.current_time()
+            if trio.current_time() - collected >= self.settings.gc_interval:
+                await self.collect()
+                collected = trio.current_time()
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -146,13 +173,43 @@ class EmbeddedDataManager:
         if self._held.pop(lock.id, None) is not None and self._records is not None:
             await self._db(self._records.remove_lock, lock.id)
 
-    async def _landed(self, obj: ObjectRef) -> str:
-        """Join (or start) this daemon's landing of ``obj`` and wait for it."""
+    # -- watching and prefetching -----------------------------------------------------------
+
+    def prefetch(self, obj: ObjectRef) -> None:
+        """Start landing ``obj`` without a lock (the reference's getexternal); returns at once."""
+        if self._closing:
+            raise Interrupted("wtfs is shutting down")
+        self._landing_of(obj)
+
+    async def state(self, obj: ObjectRef) -> str:
+        """``cached``, ``transferring N%`` or ``remote`` (the ``user.wtfs.state`` xattr)."""
+        for transfer_id, (done, size) in list(self._shown.items()):
+            if self._transfer_objects.get(transfer_id) == obj.id:
+                total = obj.size or size
+                return f"transferring {100.0 * done / total:.0f}%" if total else "transferring"
+        if obj.id in self._landings:
+            return "transferring 0%"
+        if await self._db(self.records.is_active, obj.id) and self.cache.is_cached(obj):
+            return "cached"
+        last = await self._db(self.records.latest_transfer, obj.id)
+        if last is not None and last["status"] == TransferStatus.FAILED:
+            return f"failed: {last['error']}"
+        return "remote"
+
+    async def report(self) -> dict[str, Any]:
+        return await self._db(status_report, self.records, self.cache)
+
+    def _landing_of(self, obj: ObjectRef) -> _Landing:
         landing = self._landings.get(obj.id)
         if landing is None:
             assert self._nursery is not None
             landing = self._landings[obj.id] = _Landing()
             self._nursery.start_soon(self._land, obj, landing)
+        return landing
+
+    async def _landed(self, obj: ObjectRef) -> str:
+        """Join (or start) this daemon's landing of ``obj`` and wait for it."""
+        landing = self._landing_of(obj)
         with trio.CancelScope() as scope:
             self._waiters.add(scope)
             try:
@@ -203,7 +260,15 @@ class EmbeddedDataManager:
 
     async def _transfer(self, obj: ObjectRef, transfer_id: int) -> str:
         provider = self.providers.for_object(obj)
+        if obj.size is not None:
+            try:
+                await self._db(gc.make_room, self.cache, self.records, self.settings, obj.id, obj.size)
+            except NoSpace as exc:
+                await self._db(self.records.fail, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
+                raise
         fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, self.daemon_id, transfer_id)
+        self._transfer_objects[transfer_id] = obj.id
+        self._shown[transfer_id] = (0, obj.size)
         watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
         sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, done, sink))
         try:
@@ -222,14 +287,19 @@ class EmbeddedDataManager:
             raise
         finally:
             self._progress.pop(transfer_id, None)
+            self._shown.pop(transfer_id, None)
+            self._transfer_objects.pop(transfer_id, None)
             _close_quietly(fd)
         await self._db(self.records.finish, transfer_id, obj, size)
         log.info("landed %s (%d bytes)", obj.source, size)
+        assert self._nursery is not None
+        self._nursery.start_soon(self.collect)
         return str(path)
 
     def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, done: int, sink: Sink) -> None:
         watchdog.deadline = trio.current_time() + self.stall_timeout
         self._progress[transfer_id] = (done, sink.expected_size)
+        self._shown[transfer_id] = (done, sink.expected_size)
 
     async def _record_failure(
         self, temp: Path, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None

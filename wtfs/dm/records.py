@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS locks (
     daemon_id TEXT NOT NULL, created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS locks_object ON locks (object_id);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS daemons (
     id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, session TEXT NOT NULL,
     mountpoint TEXT NOT NULL, started REAL NOT NULL, lease_until REAL NOT NULL
@@ -170,6 +171,9 @@ class CacheRecords:
             )
         db.execute("DELETE FROM daemons WHERE id=?", (daemon_id,))
 
+    def daemons(self) -> list[dict[str, object]]:
+        return [dict(row) for row in self.conn.execute("SELECT * FROM daemons ORDER BY started")]
+
     def live_daemon_ids(self) -> set[str]:
         return {row["id"] for row in self.conn.execute("SELECT * FROM daemons") if self._alive(row)}
 
@@ -247,6 +251,78 @@ class CacheRecords:
         if object_id is not None:
             query, args = query + " WHERE object_id=?", (object_id,)
         return [dict(row) for row in self.conn.execute(query + " ORDER BY id", args)]
+
+    # -- the registry and GC -----------------------------------------------------------------
+
+    def latest_transfer(self, object_id: str) -> dict[str, object] | None:
+        row = self.conn.execute(
+            "SELECT * FROM transfers WHERE object_id=? ORDER BY id DESC LIMIT 1", (object_id,)
+        ).fetchone()
+        return None if row is None else dict(row)
+
+    def is_active(self, object_id: str) -> bool:
+        row = self.conn.execute("SELECT status FROM objects WHERE id=?", (object_id,)).fetchone()
+        return row is not None and row["status"] == ObjectStatus.ACTIVE
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?,?)", (key, value))
+
+    def setting(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def objects(self) -> list[dict[str, object]]:
+        """The registry: every object with its lock count."""
+        rows = self.conn.execute(
+            "SELECT o.*, (SELECT COUNT(*) FROM locks l WHERE l.object_id = o.id) AS lock_count"
+            " FROM objects o ORDER BY o.registered"
+        )
+        return [dict(row) for row in rows]
+
+    def eviction_candidates(self) -> list[str]:
+        """Unlocked cached objects, least recently unlocked (or used) first."""
+        rows = self.conn.execute(
+            "SELECT id FROM objects o WHERE status=? AND NOT EXISTS (SELECT 1 FROM locks l WHERE l.object_id=o.id)"
+            " ORDER BY COALESCE(last_unlocked, last_used, registered), registered",
+            (ObjectStatus.ACTIVE,),
+        )
+        return [str(row["id"]) for row in rows]
+
+    def evict(self, object_id: str, remove: Callable[[str], int]) -> int | None:
+        """Evict one object if still unlocked; ``remove`` deletes its file inside the transaction,
+        so a lock arriving now waits for the eviction and then sees the copy gone. Returns bytes freed,
+        None when the object was locked or not cached after all."""
+        with self._write() as db:
+            locked = db.execute("SELECT 1 FROM locks WHERE object_id=? LIMIT 1", (object_id,)).fetchone()
+            row = db.execute("SELECT status FROM objects WHERE id=?", (object_id,)).fetchone()
+            if locked or row is None or row["status"] != ObjectStatus.ACTIVE:
+                return None
+            freed = remove(object_id)
+            db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.EVICTED, object_id))
+            return freed
+
+    def pinned_bytes(self, besides: str) -> int:
+        """Bytes that GC cannot free: locked copies and transfers in flight, other than ``besides``."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(size), 0) AS n FROM objects o WHERE id != ? AND (status=? OR"
+            " (status=? AND EXISTS (SELECT 1 FROM locks l WHERE l.object_id=o.id)))",
+            (besides, ObjectStatus.TRANSFERRING, ObjectStatus.ACTIVE),
+        ).fetchone()
+        return int(row["n"])
+
+    def reconcile(self, present: set[str]) -> tuple[list[str], list[str]]:
+        """Records and files that disagree: ACTIVE records without a file become EVICTED;
+        returns (those ids, ids of files with no ACTIVE record, to be removed)."""
+        with self._write() as db:
+            status = {str(r["id"]): str(r["status"]) for r in db.execute("SELECT id, status FROM objects")}
+            active = {i for i, s in status.items() if s == ObjectStatus.ACTIVE}
+            landing = {i for i, s in status.items() if s == ObjectStatus.TRANSFERRING}  # renamed, not yet recorded
+            missing = sorted(active - present)
+            for object_id in missing:
+                db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.EVICTED, object_id))
+            strays = sorted(present - active - landing)
+        return missing, strays
 
     # -- locks ------------------------------------------------------------------------------
 

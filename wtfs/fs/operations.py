@@ -133,6 +133,10 @@ class Operations(pyfuse3.Operations):
         return await self.inodes.node(inode).getxattr(self._name(name))
 
     @errno_boundary
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.inodes.node(inode).setxattr(self._name(name), value)
+
+    @errno_boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         return [os.fsencode(name) for name in await self.inodes.node(inode).listxattr()]
 

@@ -116,6 +116,9 @@ class Node:
     async def listxattr(self) -> list[str]:
         return []
 
+    async def setxattr(self, name: str, value: bytes) -> None:
+        raise NotSupported(f"xattr {name}")
+
     # write-like operations: read-only unless a view overrides them
 
     async def setattr(self, changes: SetAttr) -> Attr:

@@ -10,7 +10,11 @@ import trio
 from ..catalog import CatalogDir, CatalogFile, CatalogNode
 from ..dm import DataManager, Lock
 from ..errors import NotFound, ReadOnly
-from .base import Attr, Node, OpenFile, wants_write
+from .base import Attr, NoAttribute, Node, OpenFile, wants_write
+
+STATE_XATTR = "user.wtfs.state"
+OBJECT_XATTR = "user.wtfs.object"
+PREFETCH_XATTR = "user.wtfs.prefetch"
 
 
 @dataclass
@@ -52,6 +56,22 @@ class DataFile(Node):
 
     async def attr(self) -> Attr:
         return Attr.file(self.cat.size or 0, self.cat.mtime_ns, ttl=self.ctx.ttl)
+
+    async def getxattr(self, name: str) -> bytes:
+        if name == STATE_XATTR:
+            return (await self.ctx.dm.state(self.cat.obj)).encode()
+        if name == OBJECT_XATTR:
+            return self.cat.obj.id.encode()
+        raise NoAttribute(name)
+
+    async def listxattr(self) -> list[str]:
+        return [STATE_XATTR, OBJECT_XATTR]
+
+    async def setxattr(self, name: str, value: bytes) -> None:
+        """``setfattr -n user.wtfs.prefetch``: start the transfer without opening the file."""
+        if name != PREFETCH_XATTR:
+            raise ReadOnly("data/ is read-only")
+        self.ctx.dm.prefetch(self.cat.obj)
 
     async def open(self, flags: int) -> OpenFile:
         if wants_write(flags):
