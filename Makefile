@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config curl gcc
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps venv lint test test-fast demo demo-stop bench clean
+.PHONY: setup deps venv lint test test-fast demo demo-stop bench clean install install-systemd
 
 setup: deps $(STAMP)
 
@@ -44,6 +44,19 @@ demo-stop:
 
 bench: setup
 	$(PY) -m tests.bench.run
+
+# Install the commands where the units expect them, and mount.wtfs where mount(8) looks.
+PREFIX ?= /usr/local
+install: setup
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin
+	ln -sf $(abspath $(VENV))/bin/wtfs $(DESTDIR)$(PREFIX)/bin/wtfs
+	ln -sf $(abspath $(VENV))/bin/mount.wtfs $(DESTDIR)/sbin/mount.wtfs
+
+install-systemd: install
+	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/wtfs/mounts
+	install -m 0644 systemd/wtfs@.service $(DESTDIR)/etc/systemd/system/
+	install -m 0644 systemd/mnt-wtfs-demo.mount systemd/mnt-wtfs-demo.automount $(DESTDIR)/etc/systemd/system/
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ from .store.runs import Run, RunStatus
 from .store.versions import Unchanged, version_store
 from .views.runs import create_run
 
-COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch"}
+COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch", "check"}
 EXIT_FAILED = 1
 EXIT_UNCHANGED = 3
 EXIT_USAGE = 2
@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     prefetch.add_argument("paths", nargs="+", metavar="PATH")
     prefetch.add_argument("--wait", action="store_true", help="show progress until they land")
 
+    check = sub.add_parser("check", help="exit 0 if the mount answers and its daemon is alive")
+    check.add_argument("mountpoint")
+    check.add_argument("--timeout", type=float, default=10.0)
+
     umount = sub.add_parser("umount", help="release locks and unmount cleanly")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
@@ -109,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="session spec (TOML or JSON)")
-    parser.add_argument("mountpoint")
+    parser.add_argument("mountpoint", nargs="?", help="default: the spec's mountpoint key")
     parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
@@ -138,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return watch.cache_evict(args.paths)
         if args.command == "prefetch":
             return watch.prefetch(args.paths, args.wait)
+        if args.command == "check":
+            healthy, reason = mounttable.check(args.mountpoint, args.timeout)
+            print(f"{args.mountpoint}: {reason}", file=sys.stdout if healthy else sys.stderr)
+            return 0 if healthy else EXIT_FAILED
         return cmd_umount(args)
     except SpecError as exc:
         return _fail(str(exc), EXIT_USAGE)
@@ -157,6 +165,10 @@ def mount_helper(argv: Sequence[str] | None = None) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.options)
+    if args.mountpoint is None:
+        if spec.mountpoint is None:
+            raise SpecError(str(spec.path), "mountpoint", "no MOUNTPOINT given and none in the spec")
+        args.mountpoint = str(spec.mountpoint)
     if args.foreground:
         from . import daemon
 

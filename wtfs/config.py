@@ -92,6 +92,7 @@ class Entry:
 @dataclass(frozen=True)
 class MountOptions:
     allow_other: bool = False
+    ro: bool = False
     auto_unmount: bool = False
     uid: int | None = None
     gid: int | None = None
@@ -104,6 +105,7 @@ class Spec:
     name: str
     workspace: Path | None
     state_dir: Path
+    mountpoint: Path | None
     cache_dir: Path
     stall_timeout: float = 60.0
     metadata_ttl: float = 60.0
@@ -121,6 +123,7 @@ class Spec:
 
 _TOP_KEYS = {
     "name",
+    "mountpoint",
     "workspace",
     "state_dir",
     "cache_dir",
@@ -148,9 +151,13 @@ _WHOLETALE_KEYS = {"api_url", "session_id", "tale_id"} | _SECRET_KEYS
 _ENTRY_KEYS = {"mountPath", "url", "itemId", "folderId", "size", "sha256"}
 
 #: fstab/mount(8) options accepted and ignored, as sshfs and rclone do.
-IGNORED_OPTIONS = {"_netdev", "nofail", "noauto", "auto", "user", "users", "rw", "defaults", "dev"}
+IGNORED_OPTIONS = {
+    "_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "owner", "group", "rw", "defaults",
+    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "strictatime",
+    "lazytime", "async", "sync",
+}  # fmt: skip
 IGNORED_OPTION_PREFIXES = ("x-systemd.", "x-", "comment=")
-_MOUNT_FLAGS = {"allow_other", "auto_unmount"}
+_MOUNT_FLAGS = {"allow_other", "auto_unmount", "ro"}
 _MOUNT_INTS = {"uid", "gid", "umask"}
 
 
@@ -223,7 +230,7 @@ def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any],
                 flags[key] = _int_option(key, value)
             elif key in _CACHE_KEYS and eq:
                 overrides[f"cache.{key}"] = value
-            elif key in _TOP_KEYS - {"cache", "girder", "globus", "wholetale", "dataset", "dataSet"}:
+            elif key in _TOP_KEYS - {"cache", "girder", "globus", "wholetale", "dataset", "dataSet", "mountpoint"}:
                 if not eq:
                     raise SpecError("-o", key, "needs a value (key=value)")
                 overrides[key] = value
@@ -278,6 +285,7 @@ class _Loader:
             name=name,
             workspace=workspace,
             state_dir=state_dir,
+            mountpoint=self.path(raw, "mountpoint", ""),
             cache_dir=cache_dir,
             stall_timeout=self.duration(raw, "stall_timeout", "", 60.0),
             metadata_ttl=self.duration(raw, "metadata_ttl", "", 60.0),

@@ -99,6 +99,8 @@ def fuse_options(spec: Spec) -> set[str]:
         options.add("allow_other")
     if spec.mount.auto_unmount:
         options.add("auto_unmount")
+    if spec.mount.ro:
+        options.add("ro")
     return options
 
 

@@ -57,9 +57,13 @@ class NoSpace(WtfsError):
 
 
 class Interrupted(WtfsError):
-    """An open that was waiting when the daemon shut down."""
+    """An open that was waiting when the daemon shut down.
 
-    errno = errno.EINTR
+    EIO, not EINTR: Python and Go retry a system call that fails with EINTR, and the retry would
+    reach a mount that is already gone (ECONNABORTED) instead of a clear failure.
+    """
+
+    errno = errno.EIO
 
 
 class InvalidName(WtfsError):
@@ -95,7 +99,6 @@ _BY_ERRNO: dict[int, type[WtfsError]] = {
         Busy,
         Exists,
         NoSpace,
-        Interrupted,
     )
 }
 

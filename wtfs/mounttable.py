@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
 
 
 def _unescape(field: str) -> str:
@@ -49,3 +50,38 @@ def fusermount(path: str, lazy: bool = False) -> tuple[bool, str]:
     args = [tool, "-u"] + (["-z"] if lazy else []) + [path]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     return proc.returncode == 0, proc.stderr.strip()
+
+
+def check(mountpoint: str, timeout: float = 10.0) -> tuple[bool, str]:
+    """Is the wtfs mount at ``mountpoint`` healthy? (for monitoring and ExecStartPost)"""
+    from . import runtime
+    from .dm.records import pid_alive
+
+    path = os.path.abspath(mountpoint)
+    fstype = mount_fstype(path)
+    if fstype is None:
+        return False, "not mounted"
+    if is_stale(path):
+        return False, "stale: its daemon died (Transport endpoint is not connected)"
+    record = runtime.read_record(path)
+    if record is None:
+        return False, f"mounted ({fstype}) but no wtfs daemon is recorded for it"
+    pid = int(record.get("pid", 0))
+    if not pid_alive(pid):
+        return False, f"its daemon (pid {pid}) is gone"
+    answered = threading.Event()
+    failures: list[str] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(path)
+        except OSError as exc:
+            failures.append(exc.strerror or str(exc))
+        answered.set()
+
+    threading.Thread(target=probe, daemon=True).start()
+    if not answered.wait(timeout):
+        return False, f"daemon pid {pid} does not answer within {timeout:g}s"
+    if failures:
+        return False, f"the mount answers with an error: {failures[0]}"
+    return True, f"ok: session {record.get('session')}, daemon pid {pid}"
