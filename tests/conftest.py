@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.girder.fixtures import girder  # noqa: F401 - a session-wide Girder server
 from tests.httpserver import Server, start_server
 from tests.mounting import Mount, is_mounted, mount
 

@@ -437,12 +437,12 @@ class _Loader:
     def check_providers(self, spec: Spec) -> None:
         for entry in spec.dataset:
             prefix = f"dataset[{entry.index}]."
-            if entry.item_id or entry.folder_id:
+            if (entry.item_id or entry.folder_id) and spec.girder is None:
                 key = prefix + ("itemId" if entry.item_id else "folderId")
-                raise self.fail(key, "Girder entries are not supported by this build yet")
+                raise self.fail(key, "Girder entries need a [girder] section (api_url and a secret)")
             if entry.scheme == "globus":
                 raise self.fail(prefix + "url", "the globus provider is not supported by this build yet")
-            if entry.scheme in {"", "file", "local"}:
+            if entry.url is not None and entry.scheme in {"", "file", "local"}:
                 local = local_path(entry.url or "")
                 if not os.path.exists(local):
                     raise self.fail(prefix + "url", f"{local}: no such file or directory")

@@ -15,16 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pyfuse3
 import trio
 
 from . import mounttable, runtime
 from .catalog import build_catalog
+from .catalog.girder import GIRDER_SCHEME, GirderContext
+from .catalog.girder_api import GirderApi, read_secret
 from .config import Spec
 from .dm import EmbeddedDataManager
-from .errors import MountError
+from .errors import AccessDenied, MountError, WtfsError
 from .fs import Operations, Presentation
 from .providers import HttpProvider, default_providers
+from .providers.girder import GirderProvider
 from .providers.http import make_client, probe_size
 from .store import session_stores
 from .views import DataContext, DataDir, Node, StaticDirNode
@@ -110,7 +114,7 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
     try:
         check_mountpoint(mountpoint)
         trio.run(_serve, spec, mountpoint, report)
-    except MountError as exc:
+    except WtfsError as exc:
         report.failed(str(exc))
         log.error("%s", exc)
         return 1
@@ -123,9 +127,13 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
 
 async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
     async with make_client(spec.stall_timeout) as client:
-        providers = default_providers(HttpProvider(client))
+        http = HttpProvider(client)
+        providers = default_providers(http)
+        girder = await _girder(spec, client)
+        if girder is not None:
+            providers.by_scheme[GIRDER_SCHEME] = GirderProvider(girder.api, http)
         dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
-        catalog = await build_catalog(spec, lambda url: probe_size(client, url))
+        catalog = await build_catalog(spec, lambda url: probe_size(client, url), girder)
         data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
         control = StaticDirNode(
             ".wtfs",
@@ -162,6 +170,21 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
                     runtime.remove_record(mountpoint, os.getpid())
                 nursery.cancel_scope.cancel()
     log.info("unmounted %s", mountpoint)
+
+
+async def _girder(spec: Spec, client: httpx.AsyncClient) -> GirderContext | None:
+    """Log in to Girder at mount time: a refused key or an unreachable server stops the mount."""
+    if spec.girder is None:
+        return None
+    api_key, token = read_secret(spec.girder.secrets, str(spec.path), "girder")
+    api = GirderApi(client, spec.girder.api_url, api_key, token)
+    try:
+        await api.authenticate()
+        if token is not None and await api.get("user/me", what="the Girder token") is None:
+            raise AccessDenied("the Girder token was refused")
+    except WtfsError as exc:
+        raise MountError(f"{spec.girder.api_url}: {exc}" if spec.girder.api_url not in str(exc) else str(exc)) from None
+    return GirderContext(api, spec.metadata_ttl)
 
 
 async def _transfers(dm: EmbeddedDataManager) -> list[dict[str, Any]]:

@@ -11,8 +11,9 @@ from pathlib import PurePosixPath
 import trio
 
 from ..config import Entry, Spec, local_path
-from ..errors import SpecError
+from ..errors import SpecError, WtfsError
 from ..objects import ObjectRef
+from .girder import GirderContext, resolve_entry
 from .nodes import CatalogFile, CatalogNode, StaticDir, local_node
 
 log = logging.getLogger(__name__)
@@ -21,24 +22,37 @@ log = logging.getLogger(__name__)
 SizeProbe = Callable[[str], Awaitable[int | None]]
 
 
-async def build_catalog(spec: Spec, probe_size: SizeProbe) -> StaticDir:
+async def build_catalog(spec: Spec, probe_size: SizeProbe, girder: GirderContext | None = None) -> StaticDir:
     """The root of data/: every entry at its mountPath, with intermediate directories."""
     root = StaticDir("")
     nodes: dict[int, CatalogNode] = {}
+    errors: list[WtfsError] = []
 
     async def resolve(entry: Entry) -> None:
-        nodes[entry.index] = await _entry_node(spec, entry, probe_size)
+        try:
+            nodes[entry.index] = await _entry_node(spec, entry, probe_size, girder)
+        except WtfsError as exc:
+            errors.append(exc)
 
     async with trio.open_nursery() as nursery:
         for entry in spec.dataset:
             nursery.start_soon(resolve, entry)
+    if errors:
+        raise errors[0]  # one clear line: the first entry that cannot be mounted
     for entry in spec.dataset:
         _place(root, entry.mount_path, nodes[entry.index])
     return root
 
 
-async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe) -> CatalogNode:
+async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: GirderContext | None) -> CatalogNode:
     name = PurePosixPath(entry.mount_path).name
+    if entry.item_id or entry.folder_id:
+        assert girder is not None
+        key = f"dataset[{entry.index}].{'itemId' if entry.item_id else 'folderId'}"
+        try:
+            return await resolve_entry(girder, name, entry.item_id, entry.folder_id)
+        except WtfsError as exc:
+            raise SpecError(str(spec.path), key, str(exc)) from None
     url = entry.url or ""
     if entry.scheme in {"http", "https"}:
         size = entry.size if entry.size is not None else await probe_size(url)

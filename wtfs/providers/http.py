@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import httpcore
 import httpx
@@ -16,6 +17,9 @@ from .base import Sink
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+Headers = Callable[[], dict[str, str]]
 
 
 class _Retry(Exception):
@@ -61,11 +65,15 @@ class HttpProvider:
         self.attempts = attempts
         self.backoff = backoff
 
-    async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
+    async def fetch(self, obj: ObjectRef, sink: Sink, url: str | None = None, headers: Headers | None = None) -> None:
+        """Fetch ``url`` (default: the object's source) with ``headers()`` on every attempt."""
+        url = url or obj.source
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):
+            if obj.size is not None and sink.offset >= obj.size > 0:
+                return  # all there: never ask for a range past the end (Girder would resend it all)
             try:
-                await self._attempt(obj.source, sink)
+                await self._attempt(url, sink, headers() if headers else {})
                 return
             except (_Retry, httpx.TransportError) as exc:
                 if attempt == self.attempts:
@@ -74,8 +82,8 @@ class HttpProvider:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _attempt(self, url: str, sink: Sink) -> None:
-        headers = {"Accept-Encoding": "identity"}
+    async def _attempt(self, url: str, sink: Sink, extra: dict[str, str]) -> None:
+        headers = {"Accept-Encoding": "identity", **extra}
         if sink.offset:
             headers["Range"] = f"bytes={sink.offset}-"
         async with self.client.stream("GET", url, headers=headers) as response:

@@ -1,0 +1,54 @@
+"""A real Girder 5 server on loopback with an in-memory database (mongomock), for tests.
+
+No MongoDB server is packaged here, so before Girder is imported ``pymongo.MongoClient`` becomes
+``mongomock.MongoClient``, with the adaptations DESIGN.md lists. Run as
+``python -m tests.girder.server PORT``; it serves ``girder.asgi:app`` with uvicorn in this process.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+
+def patch_mongomock() -> None:
+    import mongomock
+    import mongomock.codec_options as codec_options
+    import pymongo
+
+    original = codec_options.is_supported
+
+    def is_supported(options: object) -> object:
+        # Girder asks for CodecOptions(tz_aware=True, tzinfo=utc); mongomock refuses a tzinfo.
+        if options is not None and getattr(options, "tzinfo", None) is not None:
+            options = options.with_options(tzinfo=None)  # type: ignore[attr-defined]
+        return original(options)
+
+    codec_options.is_supported = is_supported
+
+    def count(self: mongomock.collection.Cursor, with_limit_and_skip: bool = False) -> int:
+        return len(self._compute_results(with_limit_and_skip))  # type: ignore[attr-defined]
+
+    mongomock.collection.Cursor.count = count  # Girder calls Cursor.count(), gone from mongomock for pymongo 4
+    pymongo.MongoClient = mongomock.MongoClient  # type: ignore[misc]
+
+    import girder.api.rest as rest
+
+    rest._MONGO_CURSOR_TYPES = (*rest._MONGO_CURSOR_TYPES, mongomock.collection.Cursor)
+
+    from girder_worker.app import app
+
+    app.conf.task_always_eager = True  # folder deletion and imports run inline
+
+
+def main(port: int) -> None:
+    warnings.simplefilter("ignore")
+    patch_mongomock()
+    import uvicorn
+    from girder.asgi import app
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

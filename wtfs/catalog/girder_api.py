@@ -1,0 +1,111 @@
+"""An async Girder REST client: authentication, retries, errors as WtfsErrors.
+
+The API key is exchanged for a token (``POST /api_key/token``); a token refused mid-mount is
+renewed once before the call answers EACCES. Neither key nor token is ever logged or put in an
+error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from ..config import Secrets
+from ..errors import AccessDenied, NotFound, SpecError, TransferFailed, WtfsError
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 4
+BACKOFF = 0.25
+
+
+def read_secret(secrets: Secrets, where: str, section: str) -> tuple[str | None, str | None]:
+    """(api_key, token) from the spec's secret options; the values are never echoed."""
+    if secrets.api_key_env:
+        value = os.environ.get(secrets.api_key_env)
+        if not value:
+            raise SpecError(where, f"{section}.api_key_env", f"environment variable {secrets.api_key_env} is not set")
+        return value.strip(), None
+    path: Path | None = secrets.api_key_file or secrets.token_file
+    assert path is not None
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        key = "api_key_file" if secrets.api_key_file else "token_file"
+        raise SpecError(where, f"{section}.{key}", f"{path}: {exc.strerror}") from None
+    return (value, None) if secrets.api_key_file else (None, value)
+
+
+def error_for(response: httpx.Response, what: str) -> WtfsError:
+    try:
+        message = str(response.json().get("message", ""))
+    except ValueError:
+        message = ""
+    code = response.status_code
+    if code in (401, 403):
+        return AccessDenied(f"{what}: access denied (HTTP {code})")
+    if code == 404 or (code == 400 and ("not found" in message.lower() or "invalid" in message.lower())):
+        return NotFound(f"{what}: not found in Girder")
+    return TransferFailed(f"{what}: Girder answered HTTP {code}: {message[:200]}")
+
+
+class GirderApi:
+    def __init__(self, client: httpx.AsyncClient, api_url: str, api_key: str | None, token: str | None) -> None:
+        self.client = client
+        self.api_url = api_url.rstrip("/")
+        self._api_key = api_key
+        self._token = token
+
+    async def authenticate(self) -> None:
+        """Exchange the API key for a token (at mount time, and when a token is refused)."""
+        if self._api_key is None:
+            return
+        response = await self._send("POST", "api_key/token", {"key": self._api_key}, authenticated=False)
+        if response.status_code != 200:
+            raise AccessDenied(f"{self.api_url}: the Girder API key was refused (HTTP {response.status_code})")
+        self._token = response.json()["authToken"]["token"]
+
+    def headers(self) -> dict[str, str]:
+        return {"Girder-Token": self._token} if self._token else {}
+
+    async def _send(
+        self, method: str, path: str, params: dict[str, Any] | None, authenticated: bool = True
+    ) -> httpx.Response:
+        """One call, retried with backoff on connection errors and 5xx; bounded in time."""
+        delay = BACKOFF
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response = await self.client.request(
+                    method, f"{self.api_url}/{path}", params=params, headers=self.headers() if authenticated else {}
+                )
+                if response.status_code < 500:
+                    return response
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = type(exc).__name__
+            if attempt == ATTEMPTS:
+                raise TransferFailed(f"{self.api_url}: Girder unreachable ({problem}) after {attempt} attempts")
+            log.info("Girder %s %s: %s; retrying in %.2fs", method, path, problem, delay)
+            await trio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def get(self, path: str, params: dict[str, Any] | None = None, what: str = "") -> Any:
+        response = await self._send("GET", path, params)
+        if response.status_code == 401 and self._api_key is not None:
+            await self.authenticate()  # the token expired or was revoked: renew once
+            response = await self._send("GET", path, params)
+        if response.status_code != 200:
+            raise error_for(response, what or path)
+        return response.json()
+
+    async def list_all(self, path: str, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
+        """Every element of a listing: Girder pages at 50 unless asked for limit=0."""
+        result = await self.get(path, {**params, "limit": 0}, what)
+        assert isinstance(result, list)
+        return result
