@@ -440,8 +440,8 @@ class _Loader:
             if (entry.item_id or entry.folder_id) and spec.girder is None:
                 key = prefix + ("itemId" if entry.item_id else "folderId")
                 raise self.fail(key, "Girder entries need a [girder] section (api_url and a secret)")
-            if entry.scheme == "globus":
-                raise self.fail(prefix + "url", "the globus provider is not supported by this build yet")
+            if entry.scheme == "globus" and spec.globus is None:
+                raise self.fail(prefix + "url", "globus:// entries need a [globus] section")
             if entry.url is not None and entry.scheme in {"", "file", "local"}:
                 local = local_path(entry.url or "")
                 if not os.path.exists(local):

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +24,13 @@ from . import mounttable, runtime
 from .catalog import build_catalog
 from .catalog.girder import GIRDER_SCHEME, GirderContext
 from .catalog.girder_api import GirderApi, read_secret
-from .config import Spec
+from .config import GlobusSettings, Spec
 from .dm import EmbeddedDataManager
 from .errors import AccessDenied, MountError, WtfsError
 from .fs import Operations, Presentation
 from .providers import HttpProvider, default_providers
 from .providers.girder import GirderProvider
+from .providers.globus import GlobusProvider, check_staging, transfer_client
 from .providers.http import make_client, probe_size
 from .store import session_stores
 from .views import DataContext, DataDir, Node, StaticDirNode
@@ -132,6 +134,8 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
         girder = await _girder(spec, client)
         if girder is not None:
             providers.by_scheme[GIRDER_SCHEME] = GirderProvider(girder.api, http)
+        if spec.globus is not None:
+            providers.by_scheme["globus"] = _globus(spec, spec.globus)
         dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
         catalog = await build_catalog(spec, lambda url: probe_size(client, url), girder)
         data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
@@ -158,7 +162,8 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
                 await dm.stop()
                 raise MountError(f"{mountpoint}: mount failed: {exc}") from None
             try:
-                nursery.start_soon(_watch_signals, dm.interrupt)
+                if threading.current_thread() is threading.main_thread():
+                    nursery.start_soon(_watch_signals, dm.interrupt)
                 nursery.start_soon(_announce, spec, mountpoint, report)
                 await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
             finally:
@@ -170,6 +175,12 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
                     runtime.remove_record(mountpoint, os.getpid())
                 nursery.cancel_scope.cancel()
     log.info("unmounted %s", mountpoint)
+
+
+def _globus(spec: Spec, settings: GlobusSettings) -> GlobusProvider:
+    """Check the [globus] section before mounting; the client itself is made on first use."""
+    check_staging(settings, spec.cache_dir, str(spec.path))
+    return GlobusProvider(settings, transfer_client(settings, str(spec.path)))  # refuses missing credentials now
 
 
 async def _girder(spec: Spec, client: httpx.AsyncClient) -> GirderContext | None:

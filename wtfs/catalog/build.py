@@ -54,6 +54,8 @@ async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: G
         except WtfsError as exc:
             raise SpecError(str(spec.path), key, str(exc)) from None
     url = entry.url or ""
+    if entry.scheme == "globus":
+        return CatalogFile(name, ObjectRef.for_source(url, entry.size, entry.sha256), time.time_ns())
     if entry.scheme in {"http", "https"}:
         size = entry.size if entry.size is not None else await probe_size(url)
         if size is None:

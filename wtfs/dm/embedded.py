@@ -270,7 +270,7 @@ class EmbeddedDataManager:
         self._transfer_objects[transfer_id] = obj.id
         self._shown[transfer_id] = (0, obj.size)
         watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
-        sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, done, sink))
+        sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, done, sink), str(temp))
         try:
             with watchdog:
                 await provider.fetch(obj, sink)

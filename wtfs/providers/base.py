@@ -17,8 +17,9 @@ class Sink:
     source (Content-Length), used when the catalog did not know the size.
     """
 
-    def __init__(self, fd: int, on_progress: Callable[[int], None]) -> None:
+    def __init__(self, fd: int, on_progress: Callable[[int], None], path: str = "") -> None:
         self.fd = fd
+        self.path = path
         self.offset = 0
         self.expected_size: int | None = None
         self._on_progress = on_progress
@@ -32,6 +33,23 @@ class Sink:
 
     def advanced(self, n: int) -> None:
         self.offset += n
+        self._on_progress(self.offset)
+
+    def reported(self, done: int) -> None:
+        """Progress of bytes that land elsewhere (a staging area), not yet in this file."""
+        self.offset = done
+        self._on_progress(done)
+
+    def adopt(self, path: str) -> None:
+        """Make the complete file at ``path`` (same filesystem) this sink's file: rename it over
+        the temp file and point ``fd`` at it, so the usual verify-and-rename finishes the job."""
+        os.rename(path, self.path)
+        fresh = os.open(self.path, os.O_RDWR)
+        try:
+            os.dup2(fresh, self.fd)
+        finally:
+            os.close(fresh)
+        self.offset = os.fstat(self.fd).st_size
         self._on_progress(self.offset)
 
     def reset(self) -> None:
