@@ -437,9 +437,9 @@ class _Loader:
     def check_providers(self, spec: Spec) -> None:
         for entry in spec.dataset:
             prefix = f"dataset[{entry.index}]."
-            if (entry.item_id or entry.folder_id) and spec.girder is None:
+            if (entry.item_id or entry.folder_id) and spec.girder is None and spec.wholetale is None:
                 key = prefix + ("itemId" if entry.item_id else "folderId")
-                raise self.fail(key, "Girder entries need a [girder] section (api_url and a secret)")
+                raise self.fail(key, "Girder entries need a [girder] or [wholetale] section (api_url and a secret)")
             if entry.scheme == "globus" and spec.globus is None:
                 raise self.fail(prefix + "url", "globus:// entries need a [globus] section")
             if entry.url is not None and entry.scheme in {"", "file", "local"}:

@@ -24,8 +24,12 @@ from . import mounttable, runtime
 from .catalog import build_catalog
 from .catalog.girder import GIRDER_SCHEME, GirderContext
 from .catalog.girder_api import GirderApi, read_secret
+from .catalog.nodes import CatalogDir
+from .catalog.wholetale import session_tree
 from .config import GlobusSettings, Spec
 from .dm import EmbeddedDataManager
+from .dm.base import SessionDataManager
+from .dm.wholetale import WholeTaleDataManager
 from .errors import AccessDenied, MountError, WtfsError
 from .fs import Operations, Presentation
 from .providers import HttpProvider, default_providers
@@ -116,65 +120,99 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
     try:
         check_mountpoint(mountpoint)
         trio.run(_serve, spec, mountpoint, report)
-    except WtfsError as exc:
-        report.failed(str(exc))
-        log.error("%s", exc)
-        return 1
-    except Exception as exc:
-        report.failed(f"{type(exc).__name__}: {exc}")
-        log.exception("daemon failed")
+    except Exception as raised:
+        exc = _sole(raised)
+        if isinstance(exc, WtfsError):
+            report.failed(str(exc))
+            log.error("%s", exc)
+        else:
+            report.failed(f"{type(exc).__name__}: {exc}")
+            log.exception("daemon failed", exc_info=exc)
         return 1
     return 0
 
 
+def _sole(exc: BaseException) -> BaseException:
+    """The one error inside nested nursery exception groups, if there is just one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
-    async with make_client(spec.stall_timeout) as client:
-        http = HttpProvider(client)
-        providers = default_providers(http)
-        girder = await _girder(spec, client)
-        if girder is not None:
-            providers.by_scheme[GIRDER_SCHEME] = GirderProvider(girder.api, http)
-        if spec.globus is not None:
-            providers.by_scheme["globus"] = _globus(spec, spec.globus)
-        dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
-        catalog = await build_catalog(spec, lambda url: probe_size(client, url), girder)
-        data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
-        control = StaticDirNode(
-            ".wtfs",
-            {
-                "status.json": GeneratedFile(".wtfs/status.json", lambda: dm.report()),
-                "transfers.json": GeneratedFile(".wtfs/transfers.json", lambda: _transfers(dm)),
-            },
-        )
-        root = StaticDirNode("root", {"data": data, **(await _session_trees(spec))}, hidden={".wtfs": control})
-        presentation = Presentation(
-            uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
-            gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
-            umask=spec.mount.umask or 0,
-            statfs_path=str(spec.workspace or spec.cache_dir),
-        )
-        ops = Operations(root, presentation)
-        async with trio.open_nursery() as nursery:
-            await dm.start(nursery)
+    async with make_client(spec.stall_timeout) as client, trio.open_nursery() as nursery:
+        dm, catalog = await _data_backend(spec, mountpoint, client, nursery)
+        ops: Operations | None = None
+        try:
+            data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
+            control = StaticDirNode(
+                ".wtfs",
+                {
+                    "status.json": GeneratedFile(".wtfs/status.json", dm.report),
+                    "transfers.json": GeneratedFile(".wtfs/transfers.json", lambda: _transfers(dm)),
+                },
+            )
+            root = StaticDirNode("root", {"data": data, **(await _session_trees(spec))}, hidden={".wtfs": control})
+            presentation = Presentation(
+                uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
+                gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
+                umask=spec.mount.umask or 0,
+                statfs_path=str(spec.workspace or spec.cache_dir),
+            )
+            operations = Operations(root, presentation)
             try:
-                pyfuse3.init(ops, mountpoint, fuse_options(spec))
+                pyfuse3.init(operations, mountpoint, fuse_options(spec))
             except RuntimeError as exc:
-                await dm.stop()
                 raise MountError(f"{mountpoint}: mount failed: {exc}") from None
-            try:
-                if threading.current_thread() is threading.main_thread():
-                    nursery.start_soon(_watch_signals, dm.interrupt)
-                nursery.start_soon(_announce, spec, mountpoint, report)
-                await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
-            finally:
-                with trio.CancelScope(shield=True):
+            ops = operations  # mounted: from here on, shutdown unmounts
+            if threading.current_thread() is threading.main_thread():
+                nursery.start_soon(_watch_signals, dm.interrupt)
+            nursery.start_soon(_announce, spec, mountpoint, report)
+            await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
+        finally:
+            with trio.CancelScope(shield=True):
+                if ops is not None:
                     sd_notify("STOPPING=1")
                     await ops.release_all()
-                    await dm.stop()
+                await dm.stop()
+                if ops is not None:
                     pyfuse3.close(unmount=True)
                     runtime.remove_record(mountpoint, os.getpid())
-                nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
     log.info("unmounted %s", mountpoint)
+
+
+async def _data_backend(
+    spec: Spec, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery
+) -> tuple[SessionDataManager, CatalogDir]:
+    """The data manager chosen by the spec, started, and the data tree it serves."""
+    if spec.wholetale is not None:
+        settings = spec.wholetale
+        api_key, token = read_secret(settings.secrets, str(spec.path), "wholetale")
+        api = GirderApi(client, settings.api_url, api_key, token)
+        await _login(api, token, settings.api_url)
+        owner = f"wtfs:{socket.gethostname()}:{mountpoint}"
+        wt = WholeTaleDataManager(api, spec.cache_dir, owner, spec.stall_timeout, settings.session_id, spec.dataset)
+        try:
+            await wt.start(nursery)
+        except WtfsError as exc:
+            raise MountError(f"{settings.api_url}: {exc}") from None
+        return wt, session_tree(wt.session, api, spec.metadata_ttl)
+    http = HttpProvider(client)
+    providers = default_providers(http)
+    girder = await _girder(spec, client)
+    if girder is not None:
+        providers.by_scheme[GIRDER_SCHEME] = GirderProvider(girder.api, http)
+    if spec.globus is not None:
+        providers.by_scheme["globus"] = _globus(spec, spec.globus)
+    dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
+    await dm.start(nursery)
+    try:
+        return dm, await build_catalog(spec, lambda url: probe_size(client, url), girder)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await dm.stop()
+        raise
 
 
 def _globus(spec: Spec, settings: GlobusSettings) -> GlobusProvider:
@@ -189,16 +227,21 @@ async def _girder(spec: Spec, client: httpx.AsyncClient) -> GirderContext | None
         return None
     api_key, token = read_secret(spec.girder.secrets, str(spec.path), "girder")
     api = GirderApi(client, spec.girder.api_url, api_key, token)
+    await _login(api, token, spec.girder.api_url)
+    return GirderContext(api, spec.metadata_ttl)
+
+
+async def _login(api: GirderApi, token: str | None, api_url: str) -> None:
+    """A refused key or token, or an unreachable server, stops the mount in one line."""
     try:
         await api.authenticate()
         if token is not None and await api.get("user/me", what="the Girder token") is None:
             raise AccessDenied("the Girder token was refused")
     except WtfsError as exc:
-        raise MountError(f"{spec.girder.api_url}: {exc}" if spec.girder.api_url not in str(exc) else str(exc)) from None
-    return GirderContext(api, spec.metadata_ttl)
+        raise MountError(f"{api_url}: {exc}" if api_url not in str(exc) else str(exc)) from None
 
 
-async def _transfers(dm: EmbeddedDataManager) -> list[dict[str, Any]]:
+async def _transfers(dm: SessionDataManager) -> list[dict[str, Any]]:
     report = await dm.report()
     transfers: list[dict[str, Any]] = report["transfers"]
     return transfers
@@ -232,6 +275,7 @@ async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
             "options": list(spec.options),
             "cache_dir": str(spec.cache_dir),
             "state_dir": str(spec.state_dir),
+            "mode": "wholetale" if spec.wholetale else "embedded",
             "workspace": str(spec.workspace) if spec.workspace else None,
             "started": time.time(),
         },

@@ -152,8 +152,8 @@ def seed(g: Girder, http_base: str, local_file: Path, remote: bytes) -> Tree:
     # Girder keeps folder and item names unique among siblings, but not the files of an item
     twins = gc.createItem(top["_id"], "twins")
     tree.ids["twins"] = [upload(gc, twins["_id"], "x.txt", f"twin {i}".encode())["_id"] for i in range(2)]
-    bob_home = next(
-        f for f in g.bob.listFolder(g.bob.get("user/me")["_id"], parentFolderType="user") if f["name"] == "Private"
+    bob_home = g.bob.createFolder(
+        g.bob.get("user/me")["_id"], f"private-{uuid.uuid4().hex[:6]}", parentType="user", public=False
     )
     private = g.bob.createItem(bob_home["_id"], "secret.txt")
     upload(g.bob, private["_id"], "secret.txt", b"bob only")

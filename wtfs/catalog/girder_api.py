@@ -95,14 +95,18 @@ class GirderApi:
             delay *= 2
         raise AssertionError("unreachable")
 
-    async def get(self, path: str, params: dict[str, Any] | None = None, what: str = "") -> Any:
-        response = await self._send("GET", path, params)
+    async def call(self, method: str, path: str, params: dict[str, Any] | None = None, what: str = "") -> Any:
+        """One REST call; its JSON answer (None for an empty body). Errors as WtfsErrors."""
+        response = await self._send(method, path, params)
         if response.status_code == 401 and self._api_key is not None:
             await self.authenticate()  # the token expired or was revoked: renew once
-            response = await self._send("GET", path, params)
-        if response.status_code != 200:
+            response = await self._send(method, path, params)
+        if response.status_code >= 300:
             raise error_for(response, what or path)
-        return response.json()
+        return response.json() if response.content else None
+
+    async def get(self, path: str, params: dict[str, Any] | None = None, what: str = "") -> Any:
+        return await self.call("GET", path, params, what)
 
     async def list_all(self, path: str, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
         """Every element of a listing: Girder pages at 50 unless asked for limit=0."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import trio
+
 from ..objects import ObjectRef
 
 
@@ -38,4 +40,14 @@ class DataManager(Protocol):
 
     def interrupt(self) -> None:
         """Shutting down: every waiting ``lock`` call fails with Interrupted at once."""
+        ...
+
+
+class SessionDataManager(DataManager, Protocol):
+    """A data manager the daemon runs: started in its nursery, stopped at unmount."""
+
+    async def start(self, nursery: trio.Nursery) -> None: ...
+
+    async def stop(self) -> None:
+        """Release every lock this mount holds and finish its records."""
         ...

@@ -1,0 +1,67 @@
+"""data/ of a WholeTale session: mount points from ``GET /dm/session/{id}?loadObjects=true``,
+folders from ``GET /dm/fs/{id}/listing``. The data manager's one-file-per-item model: an item
+is a file of the item's size."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+import cachetools
+
+from ..objects import ObjectRef
+from .girder import safe_name, timestamp_ns, unique_names
+from .girder_api import GirderApi
+from .nodes import CatalogDir, CatalogFile, CatalogNode, StaticDir
+
+WT_SCHEME = "wt"
+
+
+def item_file(item: dict[str, Any]) -> CatalogFile:
+    obj = ObjectRef(f"wt-{item['_id']}", f"{WT_SCHEME}:{item['_id']}", int(item.get("size") or 0))
+    return CatalogFile(safe_name(item["name"]), obj, timestamp_ns(item.get("updated")))
+
+
+class WtFolder(CatalogDir):
+    def __init__(self, name: str, doc: dict[str, Any], api: GirderApi, listings: cachetools.TTLCache[str, Any]) -> None:
+        super().__init__(name, timestamp_ns(doc.get("updated")))
+        self.id = str(doc["_id"])
+        self.api = api
+        self.listings = listings
+
+    async def children(self) -> dict[str, CatalogNode]:
+        cached = self.listings.get(self.id)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        listing = await self.api.get(f"dm/fs/{self.id}/listing", what=f"folder {self.id}")
+        entries: list[tuple[str, str, CatalogNode]] = []
+        for doc in listing.get("folders", []):
+            entries.append(
+                (safe_name(doc["name"]), str(doc["_id"]), WtFolder(doc["name"], doc, self.api, self.listings))
+            )
+        for doc in listing.get("files", []):
+            entries.append((safe_name(doc["name"]), str(doc["_id"]), item_file(doc)))
+        children = unique_names(entries)
+        self.listings[self.id] = children
+        return children
+
+
+def session_tree(session: dict[str, Any], api: GirderApi, ttl: float) -> StaticDir:
+    """The session's dataSet, each object at its mountPath."""
+    root = StaticDir("")
+    listings: cachetools.TTLCache[str, Any] = cachetools.TTLCache(maxsize=100_000, ttl=max(ttl, 1e-9))
+    for entry in session.get("dataSet", []):
+        parts = PurePosixPath(entry["mountPath"]).parts[1:]
+        if not parts or any(p in {".", ".."} for p in parts):
+            continue
+        directory = root
+        for part in parts[:-1]:
+            child = directory.entries.get(part)
+            if not isinstance(child, StaticDir):
+                child = directory.entries[part] = StaticDir(part)
+            directory = child
+        obj = entry.get("obj") or {"_id": entry["itemId"], "name": parts[-1]}
+        node: CatalogNode = WtFolder(parts[-1], obj, api, listings) if entry.get("type") == "folder" else item_file(obj)
+        node.name = parts[-1]
+        directory.entries[parts[-1]] = node
+    return root

@@ -1,0 +1,223 @@
+"""The WholeTale data manager: wtfs as the FUSE client of a girder-wholetale server.
+
+The server owns sessions, locks, transfers and the private storage; this follows the reference's
+basic flow. ``lock`` = ``POST /dm/lock`` then poll ``GET /dm/fs/{item}/raw`` (0.1 s doubling to
+1 s, bounded by the stall timeout) until ``dm.cached``; the bytes are ``dm.psPath`` when this host
+sees the private storage, else one download of ``/dm/lock/{id}/download`` into the local cache
+(temp file, fsync, rename). ``unlock`` = ``DELETE /dm/lock/{id}``. Every lock this mount takes is
+released on stop, and locks a crashed predecessor left (same owner id) are deleted at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from ..catalog.girder_api import GirderApi
+from ..config import Entry
+from ..errors import AccessDenied, Interrupted, Stalled, TransferFailed, WtfsError
+from ..objects import ObjectRef
+from ..providers.base import Sink
+from .base import Lock
+from .cache import HostCache
+
+log = logging.getLogger(__name__)
+
+
+class WholeTaleDataManager:
+    def __init__(
+        self,
+        api: GirderApi,
+        cache_dir: Path,
+        owner: str,
+        stall_timeout: float,
+        session_id: str | None = None,
+        dataset: tuple[Entry, ...] = (),
+    ) -> None:
+        self.api = api
+        self.cache = HostCache(cache_dir)
+        self.owner = owner
+        self.stall_timeout = stall_timeout
+        self.session_id = session_id
+        self.dataset = dataset
+        self.created_session = False
+        self.session: dict[str, Any] = {}
+        self._held: dict[str, Lock] = {}
+        self._downloads: dict[str, trio.Event] = {}
+        self._waiters: set[trio.CancelScope] = set()
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await trio.to_thread.run_sync(self.cache.prepare)
+        if self.session_id is None:
+            data_set = [{"itemId": e.item_id or e.folder_id, "mountPath": e.mount_path} for e in self.dataset]
+            created = await self.api.call("POST", "dm/session", {"dataSet": json.dumps(data_set)}, "session")
+            self.session_id = str(created["_id"])
+            self.created_session = True
+            log.info("created WholeTale session %s", self.session_id)
+        self.session = await self.api.get(f"dm/session/{self.session_id}", {"loadObjects": "true"}, "session")
+        stale = await self.api.get("dm/lock", {"sessionId": self.session_id, "ownerId": self.owner}, "locks")
+        for lock in stale:
+            await self.api.call("DELETE", f"dm/lock/{lock['_id']}", what="stale lock")
+        if stale:
+            log.warning("released %d lock(s) a previous daemon of this mount left behind", len(stale))
+
+    async def stop(self) -> None:
+        self.interrupt()
+        with trio.CancelScope(shield=True):
+            for lock in list(self._held.values()):
+                await self._release(lock)
+            if self.created_session and self.session_id is not None:
+                try:
+                    await self.api.call("DELETE", f"dm/session/{self.session_id}", what="session")
+                    log.info("deleted WholeTale session %s", self.session_id)
+                except WtfsError as exc:
+                    log.warning("could not delete session %s: %s", self.session_id, exc)
+
+    def interrupt(self) -> None:
+        self._closing = True
+        for scope in list(self._waiters):
+            scope.cancel()
+
+    # -- locks ------------------------------------------------------------------------------
+
+    @staticmethod
+    def item_id(obj: ObjectRef) -> str:
+        return obj.source.split(":", 1)[1]
+
+    async def lock(self, obj: ObjectRef, owner: str) -> Lock:
+        if self._closing:
+            raise Interrupted("wtfs is shutting down")
+        item = self.item_id(obj)
+        params = {"sessionId": self.session_id, "itemId": item, "ownerId": self.owner}
+        created = await self.api.call("POST", "dm/lock", params, f"item {item}")
+        lock = Lock(str(created["_id"]), obj, "")
+        self._held[lock.id] = lock
+        try:
+            with trio.CancelScope() as scope:
+                self._waiters.add(scope)
+                try:
+                    raw = await self._until_cached(obj, item)
+                    path = await self._bytes(obj, lock, raw["dm"])
+                finally:
+                    self._waiters.discard(scope)
+            if scope.cancelled_caught:
+                raise Interrupted(f"item {item}: wtfs is shutting down")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._release(lock)
+            raise
+        ready = Lock(lock.id, obj, path)
+        self._held[lock.id] = ready
+        return ready
+
+    async def unlock(self, lock: Lock) -> None:
+        if lock.id in self._held:
+            await self._release(lock)
+
+    async def _release(self, lock: Lock) -> None:
+        self._held.pop(lock.id, None)
+        try:
+            await self.api.call("DELETE", f"dm/lock/{lock.id}", what="lock")
+        except WtfsError as exc:
+            log.warning("releasing lock %s failed: %s", lock.id, exc)
+
+    async def _until_cached(self, obj: ObjectRef, item: str) -> dict[str, Any]:
+        """Poll the item until the server has it cached; fail on its transfer error or a stall."""
+        delay, last, progress_at = 0.1, -1, trio.current_time()
+        while True:
+            raw = await self.api.get(f"dm/fs/{item}/raw", what=f"item {item}")
+            dm = raw.get("dm") or {}
+            if dm.get("cached"):
+                return dict(raw)
+            error = dm.get("transferError")
+            if error:
+                text = f"item {item}: the server's transfer failed: {error}"
+                raise AccessDenied(text) if ("401" in str(error) or "403" in str(error)) else TransferFailed(text)
+            done = int((dm.get("transfer") or {}).get("transferred") or 0)
+            if done != last:
+                last, progress_at = done, trio.current_time()
+            elif trio.current_time() - progress_at > self.stall_timeout:
+                raise Stalled(f"item {item}: no progress on the server for {self.stall_timeout:g}s")
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _bytes(self, obj: ObjectRef, lock: Lock, dm: dict[str, Any]) -> str:
+        """The server's copy where this host sees it; else one download into the local cache."""
+        ps_path = dm.get("psPath")
+        if ps_path and await trio.to_thread.run_sync(os.access, ps_path, os.R_OK):
+            return str(ps_path)
+        final = self.cache.path_for(obj.id)
+        while obj.id in self._downloads:
+            await self._downloads[obj.id].wait()
+        if await trio.to_thread.run_sync(self.cache.is_cached, obj):
+            return str(final)
+        self._downloads[obj.id] = trio.Event()
+        try:
+            await self._download(obj, lock)
+        finally:
+            self._downloads.pop(obj.id).set()
+        return str(final)
+
+    async def _download(self, obj: ObjectRef, lock: Lock) -> None:
+        fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, "wt", int(time.time() * 1000))
+        sink = Sink(fd, lambda n: None, str(temp))
+        url = f"{self.api.api_url}/dm/lock/{lock.id}/download"
+        try:
+            # the server ignores Range here and sends no Content-Length: one plain stream
+            async with self.api.client.stream("GET", url, headers=self.api.headers()) as response:
+                if response.status_code != 200:
+                    raise TransferFailed(f"{url}: HTTP {response.status_code}")
+                async for chunk in response.aiter_raw():
+                    sink.write(chunk)
+            await trio.to_thread.run_sync(self.cache.commit, fd, temp, obj, None)
+        except httpx.HTTPError as exc:
+            self.cache.discard(temp)
+            raise TransferFailed(f"{url}: {type(exc).__name__}") from None
+        except BaseException:
+            self.cache.discard(temp)
+            raise
+        finally:
+            os.close(fd)
+
+    # -- watching ---------------------------------------------------------------------------
+
+    def prefetch(self, obj: ObjectRef) -> None:
+        raise TransferFailed("prefetch is the server's business in WholeTale mode")
+
+    async def state(self, obj: ObjectRef) -> str:
+        dm = (await self.api.get(f"dm/fs/{self.item_id(obj)}/raw")).get("dm") or {}
+        if dm.get("cached"):
+            return "cached"
+        if dm.get("transferError"):
+            return f"failed: {dm['transferError']}"
+        transfer = dm.get("transfer") or {}
+        if dm.get("transferInProgress") and transfer.get("size"):
+            return f"transferring {100.0 * int(transfer.get('transferred') or 0) / int(transfer['size']):.0f}%"
+        return "transferring" if dm.get("transferInProgress") else "remote"
+
+    async def report(self) -> dict[str, Any]:
+        transfers = await self.api.get("dm/transfer", {"sessionId": self.session_id, "discardOld": "false"})
+        locks = await self.api.get("dm/lock", {"sessionId": self.session_id, "ownerId": self.owner})
+        return {
+            "mode": "wholetale",
+            "server": self.api.api_url,
+            "sessions": [{"sessionId": self.session_id, "ownerId": self.owner}],
+            "locks": [
+                {"id": lk["_id"], "itemId": lk["itemId"], "sessionId": lk["sessionId"], "ownerId": lk["ownerId"]}
+                for lk in locks
+            ],
+            "transfers": [
+                {key: t.get(key) for key in ("_id", "itemId", "path", "status", "size", "transferred", "error")}
+                for t in transfers
+            ],
+        }
