@@ -74,6 +74,12 @@ def render_text(report: dict[str, Any]) -> str:
 
 
 def show_status(mountpoint: str | None, cache_dir: str | None, as_json: bool, watch: bool, interval: float) -> int:
+    record = runtime.read_record(os.path.abspath(mountpoint)) if mountpoint else None
+    if record is not None and record.get("mode") == "wholetale":
+        # the server owns transfers and locks: ask it through the mount
+        assert mountpoint is not None
+        print((Path(mountpoint) / ".wtfs" / "status.json").read_text(), end="")
+        return 0
     cache, session = cache_for(mountpoint, cache_dir)
     records = open_records(cache)
     if not watch:

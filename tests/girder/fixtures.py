@@ -42,6 +42,7 @@ class Girder:
     bob: girder_client.GirderClient
     alice_key: str
     assets: Path
+    private_storage: Path
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +73,16 @@ def girder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Girder]:
         admin.post("user", parameters=_user("admin", admin=True))
         admin.authenticate("admin", "password1")
         admin.post("assetstore", parameters={"name": "fs", "type": 0, "root": str(root / "assets")})
+        for key in (
+            "wholetale.homes_root",
+            "wholetale.workspaces_root",
+            "wholetale.versions_root",
+            "wholetale.runs_root",
+            "dm.private_storage_path",
+        ):
+            directory = root / key.split(".", 1)[1]
+            directory.mkdir()
+            admin.put("system/setting", parameters={"key": key, "value": str(directory)})
         clients = {}
         for login in ("alice", "bobby"):
             admin.post("user", parameters=_user(login))
@@ -80,7 +91,9 @@ def girder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Girder]:
             clients[login] = client
         key = clients["alice"].post("api_key", parameters={"name": "wtfs"})["key"]
         os.environ[KEY_ENV] = key
-        yield Girder(url, admin, clients["alice"], clients["bobby"], key, root / "assets")
+        yield Girder(
+            url, admin, clients["alice"], clients["bobby"], key, root / "assets", root / "private_storage_path"
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -76,15 +76,15 @@ class GirderApi:
     async def _send(
         self, method: str, path: str, params: dict[str, Any] | None, authenticated: bool = True
     ) -> httpx.Response:
-        """One call, retried with backoff on connection errors and 5xx; bounded in time."""
+        """One call, retried with backoff on connection errors and (unless a POST) 5xx; bounded."""
         delay = BACKOFF
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 response = await self.client.request(
                     method, f"{self.api_url}/{path}", params=params, headers=self.headers() if authenticated else {}
                 )
-                if response.status_code < 500:
-                    return response
+                if response.status_code < 500 or method == "POST":
+                    return response  # a POST may have taken effect: never repeat it
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 problem = type(exc).__name__

@@ -1,0 +1,163 @@
+"""WholeTale mode against the real girder-wholetale 2.0.14 plugin on Girder 5 (in-memory DB)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Session
+from tests.girder.fixtures import KEY_ENV, Girder
+from tests.httpserver import Server
+from tests.mounting import is_mounted, wait_for, wtfs
+
+pytestmark = pytest.mark.fuse
+
+REMOTE = os.urandom(150_000)
+
+
+def item_with_file(g: Girder, folder: str, name: str, data: bytes) -> str:
+    item = g.admin.createItem(folder, name)
+    g.admin.uploadFile(item["_id"], io.BytesIO(data), name, len(data))
+    return str(item["_id"])
+
+
+@pytest.fixture
+def data_folder(girder: Girder, http: Server) -> dict[str, Any]:
+    collection = girder.admin.createCollection(f"wt-{os.urandom(4).hex()}", public=True)
+    folder = girder.admin.createFolder(collection["_id"], "data", parentType="collection", public=True)
+    sub = girder.admin.createFolder(folder["_id"], "sub")
+    ids = {
+        "folder": folder["_id"],
+        "plain": item_with_file(girder, folder["_id"], "plain.txt", b"uploaded bytes\n"),
+        "deep": item_with_file(girder, sub["_id"], "deep.txt", b"deeper\n"),
+    }
+    http.add("/remote.bin", REMOTE)
+    http.add("/missing.bin", b"", fault="404")
+    for key, path, size in (("remote", "/remote.bin", len(REMOTE)), ("broken", "/missing.bin", 10)):
+        # what WholeTale's HTTP import makes: an item with one linkUrl file, provider metadata
+        item = girder.admin.createItem(folder["_id"], path.strip("/"))
+        link = {"parentType": "item", "parentId": item["_id"], "name": path.strip("/"), "linkUrl": http.base + path}
+        girder.admin.post("file", parameters={**link, "size": size})
+        girder.admin.addMetadataToItem(item["_id"], {"provider": "HTTP", "identifier": http.base + path})
+        ids[key] = item["_id"]
+    return ids
+
+
+def wt_spec(session: Session, g: Girder, entries: list[dict[str, str]], **wholetale: str) -> Path:
+    return session.spec(entries, wholetale={"api_url": g.url, "api_key_env": KEY_ENV, **wholetale})
+
+
+def lock_count(g: Girder, item: str) -> int:
+    return int(g.admin.get(f"dm/fs/{item}/raw").get("dm", {}).get("lockCount", 0))
+
+
+def server_locks(g: Girder, session_id: str) -> list[dict[str, Any]]:
+    return list(g.alice.get("dm/lock", parameters={"sessionId": session_id}))  # locks are listed per user
+
+
+def mounted_session(m: Any) -> str:
+    return str(json.loads((m.path / ".wtfs" / "status.json").read_text())["sessions"][0]["sessionId"])
+
+
+def test_session_tree_bytes_and_lock_counts(session: Session, girder: Girder, data_folder: dict[str, Any]) -> None:
+    spec = wt_spec(
+        session,
+        girder,
+        [
+            {"mountPath": "/data", "itemId": data_folder["folder"]},
+            {"mountPath": "/single/plain.txt", "itemId": data_folder["plain"]},
+        ],
+    )
+    m = session.mount(spec)
+    session_id = mounted_session(m)
+    assert sorted(os.listdir(m.data)) == ["data", "single"]
+    assert sorted(os.listdir(m.data / "data")) == ["missing.bin", "plain.txt", "remote.bin", "sub"]
+    assert (m.data / "data" / "remote.bin").stat().st_size == len(REMOTE)
+    assert (m.data / "single" / "plain.txt").read_bytes() == b"uploaded bytes\n"
+    assert (m.data / "data" / "sub" / "deep.txt").read_bytes() == b"deeper\n"
+    assert (m.data / "data" / "remote.bin").read_bytes() == REMOTE  # fetched by the server over HTTP
+    assert lock_count(girder, data_folder["plain"]) == 0
+    with open(m.data / "data" / "plain.txt", "rb") as first:
+        assert lock_count(girder, data_folder["plain"]) == 1
+        with open(m.data / "data" / "plain.txt", "rb") as second:
+            assert lock_count(girder, data_folder["plain"]) == 2
+            assert first.read() == second.read() == b"uploaded bytes\n"
+    wait_for(lambda: lock_count(girder, data_folder["plain"]) == 0, what="both locks released")
+    status = wtfs("status", str(m.path))
+    assert status.returncode == 0 and json.loads(status.stdout)["mode"] == "wholetale"
+    assert server_locks(girder, session_id) == []
+
+
+def test_failed_server_transfer_is_eio(session: Session, girder: Girder, data_folder: dict[str, Any]) -> None:
+    m = session.mount(wt_spec(session, girder, [{"mountPath": "/broken.bin", "itemId": data_folder["broken"]}]))
+    with pytest.raises(OSError) as info:
+        (m.data / "broken.bin").read_bytes()
+    assert info.value.errno == errno.EIO
+    assert server_locks(girder, mounted_session(m)) == []
+
+
+def test_created_session_is_deleted_and_locks_released_on_unmount(
+    session: Session, girder: Girder, data_folder: dict[str, Any]
+) -> None:
+    m = session.mount(wt_spec(session, girder, [{"mountPath": "/plain.txt", "itemId": data_folder["plain"]}]))
+    session_id = mounted_session(m)
+    held = open(m.data / "plain.txt", "rb")  # noqa: SIM115 - open across the unmount
+    assert len(server_locks(girder, session_id)) == 1
+    assert wtfs("umount", str(m.path)).returncode == 0
+    assert server_locks(girder, session_id) == []
+    sessions = [s["_id"] for s in girder.alice.get("dm/session")]
+    assert session_id not in sessions
+    with contextlib.suppress(OSError):
+        held.close()  # the daemon is gone
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_locks_released_after_sigterm_or_crash(
+    session: Session, girder: Girder, data_folder: dict[str, Any], how: str
+) -> None:
+    dataset = json.dumps([{"itemId": data_folder["plain"], "mountPath": "/plain.txt"}])
+    session_id = girder.alice.post("dm/session", parameters={"dataSet": dataset})["_id"]
+    spec = wt_spec(session, girder, [], session_id=session_id)
+    m = session.mount(spec)
+    opened = threading.Event()
+
+    def hold() -> None:
+        try:
+            with open(m.data / "plain.txt", "rb"):
+                opened.set()
+                threading.Event().wait(30)
+        except OSError:
+            pass
+
+    threading.Thread(target=hold, daemon=True).start()
+    opened.wait(30)
+    assert len(server_locks(girder, session_id)) == 1
+    if how == "sigterm":
+        os.kill(m.pid, signal.SIGTERM)
+        wait_for(lambda: not is_mounted(m.path), what="the daemon to unmount")
+        assert server_locks(girder, session_id) == []
+    else:
+        m.kill()
+        assert len(server_locks(girder, session_id)) == 1  # the crash left it behind
+        again = session.mount(spec)  # same mountpoint, same owner id: its stale locks go
+        assert server_locks(girder, session_id) == []
+        assert (again.data / "plain.txt").read_bytes() == b"uploaded bytes\n"
+    assert session_id in [s["_id"] for s in girder.alice.get("dm/session")]  # not ours to delete
+
+
+def test_concurrent_opens_of_an_uncached_item(session: Session, girder: Girder, data_folder: dict[str, Any]) -> None:
+    m = session.mount(wt_spec(session, girder, [{"mountPath": "/remote.bin", "itemId": data_folder["remote"]}]))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: (m.data / "remote.bin").read_bytes(), range(4)))
+    assert results == [REMOTE] * 4
+    wait_for(lambda: lock_count(girder, data_folder["remote"]) == 0, what="locks released")
