@@ -6,15 +6,20 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from tests.girder.fixtures import girder  # noqa: F401 - a session-wide Girder server
 from tests.httpserver import Server, start_server
 from tests.mounting import Mount, is_mounted, mount
+from wtfs.config import CacheSettings
+from wtfs.dm import EmbeddedDataManager
+from wtfs.providers import HttpProvider, default_providers
+from wtfs.providers.http import make_client
 
 FUSE_OK = os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None and os.geteuid() == 0
 
@@ -97,3 +102,25 @@ def make_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
         return path
 
     return make
+
+
+DmFactory = Callable[..., Awaitable[EmbeddedDataManager]]
+
+
+@pytest.fixture
+async def dm_factory(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[DmFactory]:
+    """Embedded data managers on one host cache under tmp_path (each like another daemon)."""
+    made: list[EmbeddedDataManager] = []
+    client = make_client(5.0)
+
+    async def make(stall_timeout: float = 5.0, settings: CacheSettings | None = None) -> EmbeddedDataManager:
+        providers = default_providers(HttpProvider(client, backoff=0.01))
+        dm = EmbeddedDataManager(tmp_path / "cache", "s", "/mnt", providers, stall_timeout, settings)
+        await dm.start(nursery)
+        made.append(dm)
+        return dm
+
+    yield make
+    for dm in made:
+        await dm.stop()
+    await client.aclose()

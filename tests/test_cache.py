@@ -7,7 +7,6 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,9 @@ from tests.conftest import Session
 from tests.httpserver import Server
 from tests.mounting import wait_for, wtfs
 from wtfs.config import CacheSettings
-from wtfs.dm import EmbeddedDataManager
 from wtfs.dm.records import CacheRecords
 from wtfs.errors import NoSpace
 from wtfs.objects import ObjectRef
-from wtfs.providers import HttpProvider, default_providers
-from wtfs.providers.http import make_client
 
 BLOCK = 102_400  # 25 pages: bytes on disk equal the size
 
@@ -31,25 +27,7 @@ def obj(url: str, size: int = BLOCK) -> ObjectRef:
     return ObjectRef.for_source(url, size, None)
 
 
-Factory = Callable[..., EmbeddedDataManager]
-
-
-@pytest.fixture
-async def dm_factory(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Factory]:
-    made: list[EmbeddedDataManager] = []
-    client = make_client(5.0)
-
-    async def make(settings: CacheSettings) -> EmbeddedDataManager:
-        providers = default_providers(HttpProvider(client, backoff=0.01))
-        dm = EmbeddedDataManager(tmp_path / "cache", "s", "/mnt", providers, 5.0, settings)
-        await dm.start(nursery)
-        made.append(dm)
-        return dm
-
-    yield make  # type: ignore[misc]
-    for dm in made:
-        await dm.stop()
-    await client.aclose()
+from tests.conftest import DmFactory as Factory  # noqa: E402
 
 
 def status_of(tmp_path: Path) -> dict[str, str]:
@@ -61,7 +39,7 @@ async def test_gc_evicts_least_recently_unlocked_never_locked(
     http: Server, dm_factory: Factory, tmp_path: Path
 ) -> None:
     settings = CacheSettings(capacity=1_000_000, gc_interval=3600, gc_start_fraction=0.8, gc_end_fraction=0.5)
-    dm = await dm_factory(settings)
+    dm = await dm_factory(settings=settings)
     urls = [http.add(f"/o{i}", bytes([i]) * BLOCK) for i in range(8)]
     held = None
     for i, url in enumerate(urls[:7]):
@@ -86,7 +64,7 @@ async def test_gc_evicts_least_recently_unlocked_never_locked(
 async def test_lock_racing_an_eviction_waits_and_fetches_again(
     http: Server, dm_factory: Factory, tmp_path: Path
 ) -> None:
-    dm = await dm_factory(CacheSettings(capacity=10_000_000))
+    dm = await dm_factory(settings=CacheSettings(capacity=10_000_000))
     url = http.add("/o", b"z" * BLOCK)
     await dm.unlock(await dm.lock(obj(url), "me"))
     other = CacheRecords(tmp_path / "cache" / "cache.db", 30.0)  # e.g. `wtfs cache gc` in another process
@@ -115,7 +93,7 @@ async def test_lock_racing_an_eviction_waits_and_fetches_again(
 
 
 async def test_enospc_when_nothing_can_be_evicted(http: Server, dm_factory: Factory, tmp_path: Path) -> None:
-    dm = await dm_factory(CacheSettings(capacity=250_000))
+    dm = await dm_factory(settings=CacheSettings(capacity=250_000))
     a = await dm.lock(obj(http.add("/a", b"a" * BLOCK)), "me")
     b = await dm.lock(obj(http.add("/b", b"b" * BLOCK)), "me")
     with pytest.raises(NoSpace, match="does not fit"):
@@ -129,7 +107,7 @@ async def test_enospc_when_nothing_can_be_evicted(http: Server, dm_factory: Fact
 
 async def test_reconcile_at_start(http: Server, dm_factory: Factory, tmp_path: Path) -> None:
     settings = CacheSettings(capacity=10_000_000)
-    first = await dm_factory(settings)
+    first = await dm_factory(settings=settings)
     url = http.add("/o", b"o" * BLOCK)
     lock = await first.lock(obj(url), "me")
     await first.unlock(lock)
@@ -138,7 +116,7 @@ async def test_reconcile_at_start(http: Server, dm_factory: Factory, tmp_path: P
     stray = tmp_path / "cache" / "objects" / "ab" / ("ab" + "0" * 38)
     stray.parent.mkdir(exist_ok=True)
     stray.write_bytes(b"who am I")
-    second = await dm_factory(settings)
+    second = await dm_factory(settings=settings)
     assert status_of(tmp_path)[url] == "EVICTED"
     assert not stray.exists()
     again = await second.lock(obj(url), "me")

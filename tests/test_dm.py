@@ -10,7 +10,6 @@ import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,30 +19,10 @@ from tests.httpserver import Server
 from wtfs.dm import EmbeddedDataManager
 from wtfs.errors import AccessDenied, NotFound, Stalled, TransferFailed
 from wtfs.objects import ObjectRef
-from wtfs.providers import HttpProvider, default_providers
-from wtfs.providers.http import make_client
 
 BODY = os.urandom(300_000)
 
-Factory = Callable[..., EmbeddedDataManager]
-
-
-@pytest.fixture
-async def dm_factory(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Factory]:
-    made: list[EmbeddedDataManager] = []
-    client = make_client(5.0)
-
-    async def make(stall_timeout: float = 5.0) -> EmbeddedDataManager:
-        providers = default_providers(HttpProvider(client, backoff=0.01))
-        dm = EmbeddedDataManager(tmp_path / "cache", "s", "/mnt", providers, stall_timeout)
-        await dm.start(nursery)
-        made.append(dm)
-        return dm
-
-    yield make  # type: ignore[misc]
-    for dm in made:
-        await dm.stop()
-    await client.aclose()
+from tests.conftest import DmFactory as Factory  # noqa: E402
 
 
 def obj(url: str, size: int | None = len(BODY), sha256: str | None = None) -> ObjectRef:

@@ -40,7 +40,7 @@ async def build_catalog(spec: Spec, probe_size: SizeProbe, girder: GirderContext
     if errors:
         raise errors[0]  # one clear line: the first entry that cannot be mounted
     for entry in spec.dataset:
-        _place(root, entry.mount_path, nodes[entry.index])
+        place(root, entry.mount_path, nodes[entry.index])
     return root
 
 
@@ -77,7 +77,8 @@ async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: G
     return node
 
 
-def _place(root: StaticDir, mount_path: str, node: CatalogNode) -> None:
+def place(root: StaticDir, mount_path: str, node: CatalogNode) -> None:
+    """Put ``node`` at ``mount_path`` below ``root``, creating the directories on the way."""
     parts = PurePosixPath(mount_path).parts[1:]
     directory = root
     for part in parts[:-1]:

@@ -9,7 +9,9 @@ from typing import Any
 
 import cachetools
 
+from ..config import normalize_mount_path
 from ..objects import ObjectRef
+from .build import place
 from .girder import safe_name, timestamp_ns, unique_names
 from .girder_api import GirderApi
 from .nodes import CatalogDir, CatalogFile, CatalogNode, StaticDir
@@ -53,17 +55,12 @@ def session_tree(session: dict[str, Any], api: GirderApi, ttl: float) -> StaticD
     root = StaticDir("")
     listings: cachetools.TTLCache[str, Any] = cachetools.TTLCache(maxsize=100_000, ttl=max(ttl, 1e-9))
     for entry in session.get("dataSet", []):
-        parts = PurePosixPath(entry["mountPath"]).parts[1:]
-        if not parts or any(p in {".", ".."} for p in parts):
-            continue
-        directory = root
-        for part in parts[:-1]:
-            child = directory.entries.get(part)
-            if not isinstance(child, StaticDir):
-                child = directory.entries[part] = StaticDir(part)
-            directory = child
-        obj = entry.get("obj") or {"_id": entry["itemId"], "name": parts[-1]}
-        node: CatalogNode = WtFolder(parts[-1], obj, api, listings) if entry.get("type") == "folder" else item_file(obj)
-        node.name = parts[-1]
-        directory.entries[parts[-1]] = node
+        mount_path = normalize_mount_path(str(entry.get("mountPath", "")))
+        if mount_path is None:
+            continue  # the server accepted a mountPath we cannot place safely
+        name = PurePosixPath(mount_path).name
+        obj = entry.get("obj") or {"_id": entry["itemId"], "name": name}
+        node: CatalogNode = WtFolder(name, obj, api, listings) if entry.get("type") == "folder" else item_file(obj)
+        node.name = name
+        place(root, mount_path, node)
     return root

@@ -90,6 +90,19 @@ class OpenFile:
         return None
 
 
+class FdFile(OpenFile):
+    """A handle on an open file descriptor: pread, close on release."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    async def release(self) -> None:
+        os.close(self.fd)
+
+
 class Node:
     """One name in the tree. ``key`` is its identity in the inode table."""
 

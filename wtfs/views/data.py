@@ -10,7 +10,7 @@ import trio
 from ..catalog import CatalogDir, CatalogFile, CatalogNode
 from ..dm import DataManager, Lock
 from ..errors import NotFound, ReadOnly
-from .base import Attr, NoAttribute, Node, OpenFile, wants_write
+from .base import Attr, FdFile, NoAttribute, Node, OpenFile, wants_write
 
 STATE_XATTR = "user.wtfs.state"
 OBJECT_XATTR = "user.wtfs.object"
@@ -86,20 +86,17 @@ class DataFile(Node):
         return CachedCopy(fd, lock, self.ctx.dm, size_known=self.cat.size is not None)
 
 
-class CachedCopy(OpenFile):
+class CachedCopy(FdFile):
     """A locked, complete, immutable cached copy: pread on a held fd, page cache kept."""
 
     def __init__(self, fd: int, lock: Lock, dm: DataManager, size_known: bool) -> None:
-        self.fd = fd
+        super().__init__(fd)
         self.lock = lock
         self.dm = dm
         self.keep_cache = size_known
         # Without a known size the kernel's idea of i_size may be 0: bypass it.
         self.direct_io = not size_known
 
-    async def read(self, offset: int, size: int) -> bytes:
-        return os.pread(self.fd, size, offset)
-
     async def release(self) -> None:
-        os.close(self.fd)
+        await super().release()
         await self.dm.unlock(self.lock)

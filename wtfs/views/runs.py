@@ -16,7 +16,7 @@ import trio
 from ..errors import NotFound, ReadOnly
 from ..store.runs import Run, RunStore
 from ..store.versions import Unchanged, Version, VersionStore
-from .base import Attr, Node, OpenFile, wants_write
+from .base import Attr, FdFile, Node, OpenFile, wants_write
 from .paths import LIVE_TTL, WorkspaceNode
 
 
@@ -156,14 +156,5 @@ class StatusFile(OpenFile):
         return line[offset : offset + size]
 
 
-class OutputFile(OpenFile):
-    direct_io = True
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    async def read(self, offset: int, size: int) -> bytes:
-        return os.pread(self.fd, size, offset)
-
-    async def release(self) -> None:
-        os.close(self.fd)
+class OutputFile(FdFile):
+    direct_io = True  # the file grows while it is read
