@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from collections.abc import Callable
 from typing import Protocol
 
 from ..objects import ObjectRef
+
+#: Start writing a transfer's pages to disk every so many bytes, so the fsync before the copy
+#: is published has little left to do (measured by `make bench`: cold HTTP open+read).
+WRITEBACK_BYTES = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function  # type: ignore[no-any-return]
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing this range (SYNC_FILE_RANGE_WRITE: does not wait)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 class Sink:
@@ -23,6 +49,7 @@ class Sink:
         self.offset = 0
         self.expected_size: int | None = None
         self._on_progress = on_progress
+        self._flushed = 0
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -30,6 +57,9 @@ class Sink:
             written = os.write(self.fd, view)
             view = view[written:]
         self.advanced(len(data))
+        if self.offset - self._flushed >= WRITEBACK_BYTES:
+            start_writeback(self.fd, self._flushed, self.offset - self._flushed)
+            self._flushed = self.offset
 
     def advanced(self, n: int) -> None:
         self.offset += n
@@ -56,7 +86,7 @@ class Sink:
         """Start over from byte 0 (the server would not resume)."""
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
-        self.offset = 0
+        self.offset = self._flushed = 0
         self._on_progress(0)
 
 
