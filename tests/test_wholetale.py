@@ -161,3 +161,42 @@ def test_concurrent_opens_of_an_uncached_item(session: Session, girder: Girder, 
         results = list(pool.map(lambda _: (m.data / "remote.bin").read_bytes(), range(4)))
     assert results == [REMOTE] * 4
     wait_for(lambda: lock_count(girder, data_folder["remote"]) == 0, what="locks released")
+
+
+@pytest.fixture
+def tale(girder: Girder) -> str:
+    config = {"buildpack": "PythonBuildPack", "targetMount": "/home/jovyan/work", "user": "jovyan", "port": 8888}
+    image = girder.alice.post("image", parameters={"name": f"img-{os.urandom(3).hex()}", "config": json.dumps(config)})
+    return str(girder.alice.post("tale", json={"imageId": image["_id"], "dataSet": [], "title": "wtfs test"})["_id"])
+
+
+def test_versions_and_runs_of_a_tale(session: Session, girder: Girder, tale: str) -> None:
+    for i in range(52):  # more than Girder's page of 50
+        girder.alice.post("version", parameters={"taleId": tale, "name": f"api-{i:02d}", "force": "true"})
+    m = session.mount(wt_spec(session, girder, [], tale_id=tale))
+    versions, runs = m.path / "versions", m.path / "runs"
+    assert os.listdir(versions) == [f"api-{i:02d}" for i in range(52)]
+    os.mkdir(versions / "mine")
+    assert os.listdir(versions)[-1] == "mine"
+    with pytest.raises(OSError) as taken:
+        os.mkdir(versions / "mine")
+    assert taken.value.errno == errno.EEXIST
+    assert "manifest.json" in os.listdir(versions / "mine")
+    assert json.loads((versions / "mine" / "manifest.json").read_text())  # contents through the server
+    os.rename(versions / "mine", versions / "renamed")
+    assert "renamed" in os.listdir(versions) and "mine" not in os.listdir(versions)
+    os.mkdir(runs / "r1")  # a run of the latest version
+    assert os.listdir(runs) == ["r1"]
+    assert os.readlink(runs / "r1" / "version") == "../../versions/renamed"
+    assert (runs / "r1" / ".status").read_text() == "0 UNKNOWN\n"
+    run_id = girder.alice.get("run", parameters={"taleId": tale})[0]["_id"]
+    girder.alice.patch(f"run/{run_id}/status", parameters={"status": 2})
+    wait_for(lambda: (runs / "r1" / ".status").read_text() == "2 RUNNING\n", timeout=1.0, what=".status to follow")
+    with pytest.raises(OSError) as busy:
+        os.rmdir(versions / "renamed")
+    assert busy.value.errno == errno.EBUSY
+    os.rename(runs / "r1", runs / "r2")
+    os.rmdir(runs / "r2")
+    assert os.listdir(runs) == []
+    os.rmdir(versions / "renamed")
+    assert "renamed" not in os.listdir(versions)

@@ -42,6 +42,7 @@ from .views.control import GeneratedFile
 from .views.paths import WorkspaceNode
 from .views.runs import RunsDir
 from .views.versions import VersionsDir
+from .views.wholetale import WtCollection, WtContext
 
 log = logging.getLogger("wtfs")
 
@@ -152,7 +153,8 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
                     "transfers.json": GeneratedFile(".wtfs/transfers.json", lambda: _transfers(dm)),
                 },
             )
-            root = StaticDirNode("root", {"data": data, **(await _session_trees(spec))}, hidden={".wtfs": control})
+            trees = await _session_trees(spec) if spec.wholetale is None else _tale_trees(spec, dm)
+            root = StaticDirNode("root", {"data": data, **trees}, hidden={".wtfs": control})
             presentation = Presentation(
                 uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
                 gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
@@ -192,7 +194,9 @@ async def _data_backend(
         api = GirderApi(client, settings.api_url, api_key, token)
         await _login(api, token, settings.api_url)
         owner = f"wtfs:{socket.gethostname()}:{mountpoint}"
-        wt = WholeTaleDataManager(api, spec.cache_dir, owner, spec.stall_timeout, settings.session_id, spec.dataset)
+        wt = WholeTaleDataManager(
+            api, spec.cache_dir, owner, spec.stall_timeout, settings.session_id, spec.dataset, settings.tale_id
+        )
         try:
             await wt.start(nursery)
         except WtfsError as exc:
@@ -245,6 +249,15 @@ async def _transfers(dm: SessionDataManager) -> list[dict[str, Any]]:
     report = await dm.report()
     transfers: list[dict[str, Any]] = report["transfers"]
     return transfers
+
+
+def _tale_trees(spec: Spec, dm: SessionDataManager) -> dict[str, Node]:
+    """versions/ and runs/ of the tale, owned by the WholeTale server."""
+    assert spec.wholetale is not None and isinstance(dm, WholeTaleDataManager)
+    if spec.wholetale.tale_id is None:
+        return {}
+    ctx = WtContext(dm.api, spec.wholetale.tale_id, dm.cache.tmp)
+    return {"versions": WtCollection("version", ctx), "runs": WtCollection("run", ctx)}
 
 
 async def _session_trees(spec: Spec) -> dict[str, Node]:

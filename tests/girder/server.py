@@ -41,11 +41,37 @@ def patch_mongomock() -> None:
     app.conf.task_always_eager = True  # folder deletion and imports run inline
 
 
+class StubImageBuilder:
+    """Version manifests ask Docker's image builder for the image tag; no Docker here. The
+    plugin's own tests stub it the same way."""
+
+    class container_config:
+        repo2docker_version = "stub"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def get_tag(self) -> str:
+        return "registry.local/wtfs/stub:0"
+
+
+def patch_wholetale(port: int) -> None:
+    try:
+        import cherrypy
+        import girder_wholetale.lib.manifest as manifest
+    except ImportError:
+        return
+    manifest.ImageBuilder = StubImageBuilder  # type: ignore[assignment,misc]
+    cherrypy.config["server.socket_port"] = port  # version creation calls this server itself
+
+
 def main(port: int) -> None:
     warnings.simplefilter("ignore")
     patch_mongomock()
     import uvicorn
     from girder.asgi import app
+
+    patch_wholetale(port)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

@@ -16,7 +16,7 @@ import httpx
 import trio
 
 from ..config import Secrets
-from ..errors import AccessDenied, NotFound, SpecError, TransferFailed, WtfsError
+from ..errors import AccessDenied, Busy, Exists, NotFound, SpecError, TransferFailed, WtfsError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ def error_for(response: httpx.Response, what: str) -> WtfsError:
         return AccessDenied(f"{what}: access denied (HTTP {code})")
     if code == 404 or (code == 400 and ("not found" in message.lower() or "invalid" in message.lower())):
         return NotFound(f"{what}: not found in Girder")
+    if code == 409 and "exists" in message.lower():
+        return Exists(f"{what}: {message}")
+    if code in (409, 461):  # another version being created; a version in use by a run
+        return Busy(f"{what}: {message}")
     return TransferFailed(f"{what}: Girder answered HTTP {code}: {message[:200]}")
 
 
@@ -65,7 +69,8 @@ class GirderApi:
         """Exchange the API key for a token (at mount time, and when a token is refused)."""
         if self._api_key is None:
             return
-        response = await self._send("POST", "api_key/token", {"key": self._api_key}, authenticated=False)
+        # the key goes in the form body: query strings end up in servers' access logs
+        response = await self._send("POST", "api_key/token", None, authenticated=False, form={"key": self._api_key})
         if response.status_code != 200:
             raise AccessDenied(f"{self.api_url}: the Girder API key was refused (HTTP {response.status_code})")
         self._token = response.json()["authToken"]["token"]
@@ -74,14 +79,23 @@ class GirderApi:
         return {"Girder-Token": self._token} if self._token else {}
 
     async def _send(
-        self, method: str, path: str, params: dict[str, Any] | None, authenticated: bool = True
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        authenticated: bool = True,
+        form: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One call, retried with backoff on connection errors and (unless a POST) 5xx; bounded."""
         delay = BACKOFF
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 response = await self.client.request(
-                    method, f"{self.api_url}/{path}", params=params, headers=self.headers() if authenticated else {}
+                    method,
+                    f"{self.api_url}/{path}",
+                    params=params,
+                    data=form,
+                    headers=self.headers() if authenticated else {},
                 )
                 if response.status_code < 500 or method == "POST":
                     return response  # a POST may have taken effect: never repeat it

@@ -40,6 +40,7 @@ class WholeTaleDataManager:
         stall_timeout: float,
         session_id: str | None = None,
         dataset: tuple[Entry, ...] = (),
+        tale_id: str | None = None,
     ) -> None:
         self.api = api
         self.cache = HostCache(cache_dir)
@@ -47,6 +48,7 @@ class WholeTaleDataManager:
         self.stall_timeout = stall_timeout
         self.session_id = session_id
         self.dataset = dataset
+        self.tale_id = tale_id
         self.created_session = False
         self.session: dict[str, Any] = {}
         self._held: dict[str, Lock] = {}
@@ -59,8 +61,12 @@ class WholeTaleDataManager:
     async def start(self, nursery: trio.Nursery) -> None:
         await trio.to_thread.run_sync(self.cache.prepare)
         if self.session_id is None:
-            data_set = [{"itemId": e.item_id or e.folder_id, "mountPath": e.mount_path} for e in self.dataset]
-            created = await self.api.call("POST", "dm/session", {"dataSet": json.dumps(data_set)}, "session")
+            if self.dataset or self.tale_id is None:
+                data_set = [{"itemId": e.item_id or e.folder_id, "mountPath": e.mount_path} for e in self.dataset]
+                params = {"dataSet": json.dumps(data_set)}
+            else:
+                params = {"taleId": self.tale_id}  # the session follows the tale's data set
+            created = await self.api.call("POST", "dm/session", params, "session")
             self.session_id = str(created["_id"])
             self.created_session = True
             log.info("created WholeTale session %s", self.session_id)
