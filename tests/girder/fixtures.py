@@ -45,9 +45,10 @@ class Girder:
     private_storage: Path
 
 
-@pytest.fixture(scope="session")
-def girder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Girder]:
-    root = tmp_path_factory.mktemp("girder")
+@contextlib.contextmanager
+def running_girder(root: Path) -> Iterator[Girder]:
+    """Girder 5 (+ the WholeTale plugin when installed) on a free loopback port, seeded with an
+    admin, a filesystem assetstore, the plugin's storage settings, and users alice and bobby."""
     port = free_port()
     env = {**os.environ, "GIRDER_MONGO_URI": f"mongodb://127.0.0.1/wtfs_{uuid.uuid4().hex[:8]}"}
     log = open(root / "girder.log", "w")  # noqa: SIM115 - lives as long as the server
@@ -98,6 +99,12 @@ def girder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Girder]:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def girder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Girder]:
+    with running_girder(tmp_path_factory.mktemp("girder")) as server:
+        yield server
 
 
 def _user(login: str, admin: bool = False) -> dict[str, Any]:
