@@ -200,3 +200,14 @@ def test_versions_and_runs_of_a_tale(session: Session, girder: Girder, tale: str
     assert os.listdir(runs) == []
     os.rmdir(versions / "renamed")
     assert "renamed" not in os.listdir(versions)
+
+
+def test_mount_follows_session_changes(session: Session, girder: Girder, data_folder: dict[str, Any]) -> None:
+    first = [{"itemId": data_folder["plain"], "mountPath": "/plain.txt"}]
+    session_id = girder.alice.post("dm/session", parameters={"dataSet": json.dumps(first)})["_id"]
+    m = session.mount(wt_spec(session, girder, [], session_id=session_id))
+    assert os.listdir(m.data) == ["plain.txt"]
+    changed = [*first, {"itemId": data_folder["deep"], "mountPath": "/more/deep.txt"}]
+    girder.alice.put(f"dm/session/{session_id}", parameters={"dataSet": json.dumps(changed)})  # seq + 1
+    wait_for(lambda: sorted(os.listdir(m.data)) == ["more", "plain.txt"], timeout=10, what="data/ to follow")
+    assert (m.data / "more" / "deep.txt").read_bytes() == b"deeper\n"

@@ -201,7 +201,13 @@ async def _data_backend(
             await wt.start(nursery)
         except WtfsError as exc:
             raise MountError(f"{settings.api_url}: {exc}") from None
-        return wt, session_tree(wt.session, api, spec.metadata_ttl)
+        tree = session_tree(wt.session, api, spec.metadata_ttl)
+
+        def rebuild(session: dict[str, Any]) -> None:
+            tree.entries = session_tree(session, api, spec.metadata_ttl).entries
+
+        wt.on_session_change = rebuild
+        return wt, tree
     http = HttpProvider(client)
     providers = default_providers(http)
     girder = await _girder(spec, client)

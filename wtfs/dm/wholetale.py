@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from .base import Lock
 from .cache import HostCache
 
 log = logging.getLogger(__name__)
+
+FOLLOW_SECONDS = 1.0
 
 
 class WholeTaleDataManager:
@@ -55,6 +58,8 @@ class WholeTaleDataManager:
         self._downloads: dict[str, trio.Event] = {}
         self._waiters: set[trio.CancelScope] = set()
         self._closing = False
+        #: called with the reloaded session when its ``seq`` moves (the daemon rebuilds data/)
+        self.on_session_change: Callable[[dict[str, Any]], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -76,6 +81,24 @@ class WholeTaleDataManager:
             await self.api.call("DELETE", f"dm/lock/{lock['_id']}", what="stale lock")
         if stale:
             log.warning("released %d lock(s) a previous daemon of this mount left behind", len(stale))
+        nursery.start_soon(self._follow)
+
+    async def _follow(self) -> None:
+        """Poll the session's ``seq``: when its data set changes (directly, or through its tale),
+        reload it and hand it to ``on_session_change``."""
+        while True:
+            await trio.sleep(FOLLOW_SECONDS)
+            try:
+                current = await self.api.get(f"dm/session/{self.session_id}", what="session")
+                if current.get("seq") == self.session.get("seq"):
+                    continue
+                self.session = await self.api.get(f"dm/session/{self.session_id}", {"loadObjects": "true"})
+            except WtfsError as exc:
+                log.warning("following session %s: %s", self.session_id, exc)
+                continue
+            log.info("session %s changed (seq %s): data/ rebuilt", self.session_id, self.session.get("seq"))
+            if self.on_session_change is not None:
+                self.on_session_change(self.session)
 
     async def stop(self) -> None:
         self.interrupt()
