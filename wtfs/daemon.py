@@ -149,8 +149,8 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
             control = StaticDirNode(
                 ".wtfs",
                 {
-                    "status.json": GeneratedFile(".wtfs/status.json", dm.report),
-                    "transfers.json": GeneratedFile(".wtfs/transfers.json", lambda: _transfers(dm)),
+                    "status.json": GeneratedFile.json(".wtfs/status.json", dm.report),
+                    "transfers.json": GeneratedFile.json(".wtfs/transfers.json", lambda: _transfers(dm)),
                 },
             )
             trees = await _session_trees(spec) if spec.wholetale is None else _tale_trees(spec, dm)

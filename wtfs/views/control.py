@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from ..errors import ReadOnly
@@ -15,12 +15,21 @@ LIVE = 0.0
 
 
 class GeneratedFile(Node):
-    def __init__(self, key: str, produce: Callable[[], Awaitable[Any]]) -> None:
+    """A read-only file whose bytes are made anew on every stat and open (never stale)."""
+
+    def __init__(self, key: Hashable, render: Callable[[], Awaitable[bytes]]) -> None:
         self.key = key
-        self.produce = produce
+        self.render = render
+
+    @classmethod
+    def json(cls, key: Hashable, produce: Callable[[], Awaitable[Any]]) -> GeneratedFile:
+        async def render() -> bytes:
+            return (json.dumps(await produce(), indent=1) + "\n").encode()
+
+        return cls(key, render)
 
     async def content(self) -> bytes:
-        return (json.dumps(await self.produce(), indent=1) + "\n").encode()
+        return await self.render()
 
     async def attr(self) -> Attr:
         return Attr.file(len(await self.content()), time.time_ns(), ttl=LIVE)

@@ -15,6 +15,7 @@ from ..catalog.girder import safe_name, timestamp_ns
 from ..catalog.girder_api import GirderApi
 from ..errors import NotFound, ReadOnly, TransferFailed
 from .base import Attr, FdFile, Node, OpenFile, wants_write
+from .control import GeneratedFile
 
 LIVE = 0.0
 
@@ -155,7 +156,7 @@ class WtRunDir(Node):
     def _children(self) -> dict[str, Node]:
         run_id = str(self.doc["_id"])
         return {
-            ".status": WtStatusFile(run_id, self.ctx),
+            ".status": status_file(run_id, self.ctx),
             "version": WtVersionLink(str(self.doc.get("runVersionId")), run_id, self.ctx),
             "workspace": WtFolderNode(run_id, self.ctx, timestamp_ns(self.doc.get("updated"))),
         }
@@ -170,27 +171,14 @@ class WtRunDir(Node):
         return sorted(self._children().items())
 
 
-class WtStatusFile(Node):
+def status_file(run_id: str, ctx: WtContext) -> GeneratedFile:
     """``"<code> <NAME>\\n"`` from ``GET /run/{id}/status`` on every read: never stale."""
 
-    def __init__(self, run_id: str, ctx: WtContext) -> None:
-        self.run_id = run_id
-        self.ctx = ctx
-        self.key = ("wt-status", run_id)
-
-    async def content(self) -> bytes:
-        status = await self.ctx.api.get(f"run/{self.run_id}/status", what=f"run {self.run_id}")
+    async def render() -> bytes:
+        status = await ctx.api.get(f"run/{run_id}/status", what=f"run {run_id}")
         return f"{status['status']} {status['statusString']}\n".encode()
 
-    async def attr(self) -> Attr:
-        return Attr.file(len(await self.content()), time.time_ns(), ttl=LIVE)
-
-    async def open(self, flags: int) -> OpenFile:
-        if wants_write(flags):
-            raise ReadOnly(".status is the server's")
-        from .control import Snapshot
-
-        return Snapshot(await self.content())
+    return GeneratedFile(("wt-status", run_id), render)
 
 
 class WtVersionLink(Node):
