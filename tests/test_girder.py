@@ -111,8 +111,7 @@ def test_bad_key_or_id_at_mount_is_one_clear_line(session: Session, girder: Gird
 
 
 def test_dropped_download_resumes(session: Session, girder: Girder, tree: Tree) -> None:
-    port = int(girder.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = DroppingProxy(port)
+    proxy = DroppingProxy(girder.port)
     try:
         api = f"http://127.0.0.1:{proxy.port}/api/v1"
         m = session.mount(girder_spec(session, api, [{"mountPath": "/big.bin", "itemId": tree.ids["big"]}]))
@@ -127,8 +126,7 @@ def test_dropped_download_resumes(session: Session, girder: Girder, tree: Tree) 
 
 def test_girder_going_away_and_coming_back(session: Session, girder: Girder, tree: Tree) -> None:
     """Girder "stopped" by cutting it off behind a proxy (a restart would lose its in-memory DB)."""
-    port = int(girder.url.rsplit(":", 1)[1].split("/")[0])
-    proxy = DroppingProxy(port)
+    proxy = DroppingProxy(girder.port)
     try:
         api = f"http://127.0.0.1:{proxy.port}/api/v1"
         m = session.mount(girder_spec(session, api, [{"mountPath": "/top", "folderId": tree.ids["top"]}]))

@@ -261,14 +261,13 @@ def cmd_version_create(args: argparse.Namespace) -> int:
 
 def locate_run(run_path: str) -> tuple[Spec, Path, str]:
     """(spec, mountpoint, run name) for a path MOUNTPOINT/runs/NAME of a live mount."""
-    path = Path(os.path.abspath(run_path))
-    for mountpoint in path.parents:
-        if runtime.read_record(str(mountpoint)) is not None:
-            rel = path.relative_to(mountpoint).parts
-            if len(rel) != 2 or rel[0] != "runs":
-                raise MountError(f"{run_path}: not a run (expected MOUNTPOINT/runs/NAME)")
-            return mounted_spec(str(mountpoint)), mountpoint, rel[1]
-    raise MountError(f"{run_path}: not inside a wtfs mount")
+    mountpoint = runtime.mountpoint_of(run_path)
+    if mountpoint is None:
+        raise MountError(f"{run_path}: not inside a wtfs mount")
+    rel = Path(os.path.abspath(run_path)).relative_to(mountpoint).parts
+    if len(rel) != 2 or rel[0] != "runs":
+        raise MountError(f"{run_path}: not a run (expected MOUNTPOINT/runs/NAME)")
+    return mounted_spec(str(mountpoint)), mountpoint, rel[1]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

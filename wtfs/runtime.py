@@ -37,6 +37,14 @@ def read_record(mountpoint: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def mountpoint_of(path: str) -> Path | None:
+    """The innermost parent of ``path`` that a live-recorded wtfs daemon serves."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if read_record(str(parent)) is not None:
+            return parent
+    return None
+
+
 def remove_record(mountpoint: str, pid: int) -> None:
     """Remove the record only if it is still ours (a restart may have replaced it)."""
     record = read_record(mountpoint)

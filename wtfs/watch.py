@@ -22,10 +22,7 @@ from .dm.records import CacheRecords
 from .dm.report import status_report
 from .errors import Busy, NotFound
 from .units import format_size
-
-STATE_XATTR = "user.wtfs.state"
-OBJECT_XATTR = "user.wtfs.object"
-PREFETCH_XATTR = "user.wtfs.prefetch"
+from .views.data import OBJECT_XATTR, PREFETCH_XATTR, STATE_XATTR
 
 
 def cache_for(mountpoint: str | None, cache_dir: str | None) -> tuple[HostCache, str | None]:
@@ -184,10 +181,10 @@ def _xattr(path: str, name: str) -> str:
 
 
 def _mountpoint_of(path: str) -> str:
-    for parent in Path(os.path.abspath(path)).parents:
-        if runtime.read_record(str(parent)) is not None:
-            return str(parent)
-    raise NotFound(f"{path}: not inside a wtfs mount")
+    mountpoint = runtime.mountpoint_of(path)
+    if mountpoint is None:
+        raise NotFound(f"{path}: not inside a wtfs mount")
+    return str(mountpoint)
 
 
 def _files(paths: list[str]) -> Iterator[str]:

@@ -44,6 +44,10 @@ class Girder:
     assets: Path
     private_storage: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
 
 @contextlib.contextmanager
 def running_girder(root: Path) -> Iterator[Girder]:

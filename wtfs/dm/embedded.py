@@ -68,8 +68,7 @@ class EmbeddedDataManager:
         self._nursery: trio.Nursery | None = None
         self._landings: dict[str, _Landing] = {}
         self._progress: dict[int, tuple[int, int | None]] = {}  # not yet written to the records
-        self._shown: dict[int, tuple[int, int | None]] = {}  # every running transfer, for xattrs
-        self._transfer_objects: dict[int, str] = {}
+        self._running: dict[str, tuple[int, int | None]] = {}  # object id -> (bytes, size), for xattrs
         self._waiters: set[trio.CancelScope] = set()
         self._held: dict[str, Lock] = {}
         self._closing = False
@@ -183,10 +182,10 @@ class EmbeddedDataManager:
 
     async def state(self, obj: ObjectRef) -> str:
         """``cached``, ``transferring N%`` or ``remote`` (the ``user.wtfs.state`` xattr)."""
-        for transfer_id, (done, size) in list(self._shown.items()):
-            if self._transfer_objects.get(transfer_id) == obj.id:
-                total = obj.size or size
-                return f"transferring {100.0 * done / total:.0f}%" if total else "transferring"
+        if obj.id in self._running:
+            done, size = self._running[obj.id]
+            total = obj.size or size
+            return f"transferring {100.0 * done / total:.0f}%" if total else "transferring"
         if obj.id in self._landings:
             return "transferring 0%"
         if await self._db(self.records.is_active, obj.id) and self.cache.is_cached(obj):
@@ -267,10 +266,9 @@ class EmbeddedDataManager:
                 await self._db(self.records.fail, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
                 raise
         fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, self.daemon_id, transfer_id)
-        self._transfer_objects[transfer_id] = obj.id
-        self._shown[transfer_id] = (0, obj.size)
+        self._running[obj.id] = (0, obj.size)
         watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
-        sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, done, sink), str(temp))
+        sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, obj.id, done, sink), str(temp))
         try:
             with watchdog:
                 await provider.fetch(obj, sink)
@@ -287,8 +285,7 @@ class EmbeddedDataManager:
             raise
         finally:
             self._progress.pop(transfer_id, None)
-            self._shown.pop(transfer_id, None)
-            self._transfer_objects.pop(transfer_id, None)
+            self._running.pop(obj.id, None)
             _close_quietly(fd)
         await self._db(self.records.finish, transfer_id, obj, size)
         log.info("landed %s (%d bytes)", obj.source, size)
@@ -296,10 +293,10 @@ class EmbeddedDataManager:
         self._nursery.start_soon(self.collect)
         return str(path)
 
-    def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, done: int, sink: Sink) -> None:
+    def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, obj_id: str, done: int, sink: Sink) -> None:
         watchdog.deadline = trio.current_time() + self.stall_timeout
         self._progress[transfer_id] = (done, sink.expected_size)
-        self._shown[transfer_id] = (done, sink.expected_size)
+        self._running[obj_id] = (done, sink.expected_size)
 
     async def _record_failure(
         self, temp: Path, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None

@@ -23,6 +23,10 @@ class IsADirectory(WtfsError):
     errno = errno.EISDIR
 
 
+class NotASymlink(WtfsError):
+    errno = errno.EINVAL
+
+
 class NoAttribute(WtfsError):
     errno = errno.ENODATA
 
@@ -121,7 +125,7 @@ class Node:
         raise IsADirectory()
 
     async def readlink(self) -> str:
-        raise WtfsError("not a symlink") from None
+        raise NotASymlink("not a symbolic link")
 
     async def getxattr(self, name: str) -> bytes:
         raise NoAttribute(name)
