@@ -139,7 +139,7 @@ def test_failed_snapshot_leaves_nothing(store: VersionStore, monkeypatch: pytest
     with pytest.raises(FileNotFoundError):
         store.create("half")
     assert store.all() == []
-    assert [p.name for p in store.root.iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.name for p in store.root.iterdir() if not p.name.endswith((".lock", ".db"))] == []
 
 
 def test_concurrent_create_is_busy(store: VersionStore) -> None:

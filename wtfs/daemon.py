@@ -20,7 +20,7 @@ import httpx
 import pyfuse3
 import trio
 
-from . import mounttable, runtime
+from . import mounttable, posix, runtime
 from .catalog import build_catalog
 from .catalog.girder import GIRDER_SCHEME, GirderContext
 from .catalog.girder_api import GirderApi, read_secret
@@ -39,10 +39,10 @@ from .providers.http import make_client, probe_size
 from .store import session_stores
 from .views import DataContext, DataDir, Node, StaticDirNode
 from .views.control import GeneratedFile
-from .views.paths import WorkspaceNode
 from .views.runs import RunsDir
 from .views.versions import VersionsDir
 from .views.wholetale import WtCollection, WtContext
+from .views.workspace import WorkspaceTree
 
 log = logging.getLogger("wtfs")
 
@@ -105,7 +105,12 @@ def check_mountpoint(mountpoint: str) -> None:
 
 
 def fuse_options(spec: Spec) -> set[str]:
-    options = set(pyfuse3.default_options) | {f"fsname=wtfs:{spec.name}", "subtype=wtfs"}
+    """The kernel checks permissions against what stat shows; no setuid or devices unless asked."""
+    options = set(pyfuse3.default_options) | {f"fsname=wtfs:{spec.name}", "subtype=wtfs", "default_permissions"}
+    if not spec.mount.suid:
+        options.add("nosuid")
+    if not spec.mount.dev:
+        options.add("nodev")
     if spec.mount.allow_other:
         options.add("allow_other")
     if spec.mount.auto_unmount:
@@ -154,6 +159,7 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
                 },
             )
             trees = await _session_trees(spec) if spec.wholetale is None else _tale_trees(spec, dm)
+            posix.raise_fd_limit()  # every workspace inode the kernel holds keeps a handle open
             root = StaticDirNode("root", {"data": data, **trees}, hidden={".wtfs": control})
             presentation = Presentation(
                 uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
@@ -274,9 +280,10 @@ async def _session_trees(spec: Spec) -> dict[str, Node]:
     await trio.to_thread.run_sync(versions.prepare)
     for orphan in await trio.to_thread.run_sync(runs.prepare):
         log.warning("run %r was left %s by an executor that died: marked FAILED", orphan.name, orphan.status.name)
+    workspace = WorkspaceTree(str(spec.workspace), unshare=versions.unshare, devices=spec.mount.dev)
     return {
-        "workspace": WorkspaceNode("workspace", str(spec.workspace)),
-        "versions": VersionsDir(versions),
+        "workspace": workspace.root,
+        "versions": VersionsDir(versions, copy_if=workspace.open_for_writing),
         "runs": RunsDir(runs, versions),
     }
 

@@ -38,40 +38,26 @@ class InodeTable:
     def looked_up(self, inode: int) -> None:
         self._lookups[inode] = self._lookups.get(inode, 0) + 1
 
-    def forget(self, inode: int, count: int) -> None:
+    def forget(self, inode: int, count: int) -> bool:
+        """Drop ``count`` lookups; True when the inode is gone (its node released)."""
         remaining = self._lookups.get(inode, 0) - count
         if remaining > 0:
             self._lookups[inode] = remaining
-            return
+            return False
         self._lookups.pop(inode, None)
-        if inode != pyfuse3.ROOT_INODE:
-            node = self._nodes.pop(inode, None)
-            if node is not None and self._inode_by_key.get(node.key) == inode:
+        if inode == pyfuse3.ROOT_INODE:
+            return False
+        node = self._nodes.pop(inode, None)
+        if node is not None:
+            if self._inode_by_key.get(node.key) == inode:
                 del self._inode_by_key[node.key]
+            node.forget()
+        return True
 
-    def move(self, old: Hashable, new: Hashable) -> None:
-        """A path-keyed subtree was renamed: its nodes keep their inodes under their new paths.
-
-        Keys of path nodes are ``(tag, rel)``; whatever was at the destination is unlinked.
-        """
-        assert isinstance(old, tuple) and isinstance(new, tuple)
-        tag, old_rel = old
-        _, new_rel = new
-        for key in [k for k in self._inode_by_key if _under(k, tag, new_rel)]:
-            del self._inode_by_key[key]
-        for inode, node in self._nodes.items():
-            if _under(node.key, tag, old_rel) and hasattr(node, "relocate"):
-                if self._inode_by_key.get(node.key) == inode:
-                    del self._inode_by_key[node.key]
-                suffix = str(node.key[1])[len(old_rel) :]  # type: ignore[index]
-                node.relocate(new_rel + suffix)
-                self._inode_by_key[node.key] = inode
+    def drop_if_unknown(self, inode: int) -> None:
+        """A node listed but never handed to the kernel: release it now, not never."""
+        if inode not in self._lookups:
+            self.forget(inode, 0)
 
     def __len__(self) -> int:
         return len(self._nodes)
-
-
-def _under(key: Hashable, tag: Hashable, rel: str) -> bool:
-    if not (isinstance(key, tuple) and len(key) == 2 and key[0] == tag and isinstance(key[1], str)):
-        return False
-    return bool(key[1] == rel or key[1].startswith(rel + "/"))

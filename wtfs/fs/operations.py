@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from ..views import Attr, Node, OpenFile, SetAttr
+from ..views import Attr, Caller, Node, OpenFile, SetAttr
 from .boundary import errno_boundary
 from .inodes import InodeTable
 
@@ -30,6 +30,7 @@ class Presentation:
 
 @dataclass
 class _DirHandle:
+    inode: int
     node: Node
     entries: list[tuple[str, Node]] | None = None
 
@@ -44,6 +45,7 @@ class Operations(pyfuse3.Operations):
         self.presentation = presentation
         self.files: dict[int, OpenFile] = {}
         self.dirs: dict[int, _DirHandle] = {}
+        self.parents: dict[int, int] = {}  # directory inode -> its parent's, for ".."
         self._handles = itertools.count(1)  # never reused while the daemon lives
 
     # -- helpers ----------------------------------------------------------------------------
@@ -53,13 +55,15 @@ class Operations(pyfuse3.Operations):
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = inode
         entry.generation = 0
-        entry.st_mode = attr.mode & ~p.umask if p.umask else attr.mode
+        virtual = attr.uid is None  # uid=, gid=, umask= only dress what has no owner on disk
+        entry.st_mode = attr.mode & ~p.umask if virtual and p.umask else attr.mode
         entry.st_nlink = attr.nlink
         entry.st_uid = p.uid if attr.uid is None else attr.uid
         entry.st_gid = p.gid if attr.gid is None else attr.gid
+        entry.st_rdev = attr.rdev
         entry.st_size = attr.size
         entry.st_blksize = 128 * 1024
-        entry.st_blocks = (attr.size + 511) // 512
+        entry.st_blocks = (attr.size + 511) // 512 if attr.blocks is None else attr.blocks
         entry.st_atime_ns = attr.atime_ns or attr.mtime_ns
         entry.st_mtime_ns = attr.mtime_ns
         entry.st_ctime_ns = attr.ctime_ns or attr.mtime_ns
@@ -74,6 +78,18 @@ class Operations(pyfuse3.Operations):
     def _name(self, name: bytes) -> str:
         return os.fsdecode(name)
 
+    @staticmethod
+    def _caller(ctx: pyfuse3.RequestContext) -> Caller:
+        return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
+
+    async def _known(self, parent_inode: int, node: Node) -> pyfuse3.EntryAttributes:
+        """The entry of a node the kernel now holds (one more lookup); remember a dir's parent."""
+        entry = await self._entry_for(node)
+        self.inodes.looked_up(entry.st_ino)
+        if stat.S_ISDIR(entry.st_mode):
+            self.parents[entry.st_ino] = parent_inode
+        return entry
+
     def _open_file(self, handle: OpenFile) -> pyfuse3.FileInfo:
         fh = next(self._handles)
         self.files[fh] = handle
@@ -84,9 +100,7 @@ class Operations(pyfuse3.Operations):
     @errno_boundary
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = await self.inodes.node(parent_inode).lookup(self._name(name))
-        entry = await self._entry_for(node)
-        self.inodes.looked_up(entry.st_ino)
-        return entry
+        return await self._known(parent_inode, node)
 
     @errno_boundary
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -117,7 +131,8 @@ class Operations(pyfuse3.Operations):
 
     def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
         for inode, count in inode_list:
-            self.inodes.forget(inode, count)
+            if self.inodes.forget(inode, count):
+                self.parents.pop(inode, None)
 
     @errno_boundary
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
@@ -140,13 +155,16 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         return [os.fsencode(name) for name in await self.inodes.node(inode).listxattr()]
 
+    @errno_boundary
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.inodes.node(inode).removexattr(self._name(name))
+
     # -- directories ------------------------------------------------------------------------
 
     @errno_boundary
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        node = self.inodes.node(inode)
         fh = next(self._handles)
-        self.dirs[fh] = _DirHandle(node)
+        self.dirs[fh] = _DirHandle(inode, self.inodes.node(inode))
         return fh
 
     @errno_boundary
@@ -154,12 +172,31 @@ class Operations(pyfuse3.Operations):
         handle = self.dirs[fh]
         if handle.entries is None or start_id == 0:
             handle.entries = await handle.node.listdir()
-        for index in range(start_id, len(handle.entries)):
-            name, node = handle.entries[index]
+        if start_id < 2 and not await self._reply_dots(handle, start_id, token):
+            return
+        for index in range(max(start_id, 2), len(handle.entries) + 2):
+            name, node = handle.entries[index - 2]
             entry = await self._entry_for(node)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, index + 1):
+                self.inodes.drop_if_unknown(entry.st_ino)
                 return
             self.inodes.looked_up(entry.st_ino)
+            if stat.S_ISDIR(entry.st_mode):
+                self.parents[entry.st_ino] = handle.inode
+
+    async def _reply_dots(self, handle: _DirHandle, start_id: int, token: pyfuse3.ReaddirToken) -> bool:
+        """ "." and ".." first, as every directory lists them; the kernel takes no lookup of them."""
+        own = self.entry(handle.inode, await handle.node.attr())
+        for index, name in enumerate((b".", b".."), start=0):
+            if index < start_id:
+                continue
+            entry = own
+            if name == b"..":
+                entry = pyfuse3.EntryAttributes()
+                entry.st_mode, entry.st_ino = own.st_mode, self.parents.get(handle.inode, pyfuse3.ROOT_INODE)
+            if not pyfuse3.readdir_reply(token, name, entry, index + 1):
+                return False
+        return True
 
     @errno_boundary
     async def releasedir(self, fh: int) -> None:
@@ -169,10 +206,15 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = await self.inodes.node(parent_inode).mkdir(self._name(name), stat.S_IMODE(mode))
-        entry = await self._entry_for(node)
-        self.inodes.looked_up(entry.st_ino)
-        return entry
+        node = await self.inodes.node(parent_inode).mkdir(self._name(name), stat.S_IMODE(mode), self._caller(ctx))
+        return await self._known(parent_inode, node)
+
+    @errno_boundary
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = await self.inodes.node(parent_inode).mknod(self._name(name), mode, rdev, self._caller(ctx))
+        return await self._known(parent_inode, node)
 
     @errno_boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -194,18 +236,15 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         parent = self.inodes.node(parent_inode_old)
         new_parent = self.inodes.node(parent_inode_new)
-        moved = await parent.rename(self._name(name_old), new_parent, self._name(name_new), flags)
-        if moved is not None:
-            self.inodes.move(*moved)
+        await parent.rename(self._name(name_old), new_parent, self._name(name_new), flags)
 
     @errno_boundary
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = await self.inodes.node(parent_inode).symlink(self._name(name), os.fsdecode(target))
-        entry = await self._entry_for(node)
-        self.inodes.looked_up(entry.st_ino)
-        return entry
+        parent = self.inodes.node(parent_inode)
+        node = await parent.symlink(self._name(name), os.fsdecode(target), self._caller(ctx))
+        return await self._known(parent_inode, node)
 
     @errno_boundary
     async def link(
@@ -213,9 +252,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         target = self.inodes.node(inode)
         node = await self.inodes.node(new_parent_inode).link(self._name(new_name), target)
-        entry = await self._entry_for(node)
-        self.inodes.looked_up(entry.st_ino)
-        return entry
+        return await self._known(new_parent_inode, node)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -227,9 +264,9 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        node, handle = await self.inodes.node(parent_inode).create(self._name(name), stat.S_IMODE(mode), flags)
-        entry = await self._entry_for(node)
-        self.inodes.looked_up(entry.st_ino)
+        parent = self.inodes.node(parent_inode)
+        node, handle = await parent.create(self._name(name), stat.S_IMODE(mode), flags, self._caller(ctx))
+        entry = await self._known(parent_inode, node)
         return self._open_file(handle), entry
 
     @errno_boundary

@@ -1,8 +1,9 @@
-"""Runs on disk: each run of a version has its own hard-linked workspace, a record and its output.
+"""Runs on disk: each run of a version has its own copy of its workspace, a record and its output.
 
 Layout under ``state_dir/runs/<id>/``: ``run.json`` (id, name, versionId, status, exitCode,
-times, executor and process ids), ``workspace/`` (hard links of the version's workspace; written
-through the mount with copy-up, so the version never changes), ``stdout`` and ``stderr`` (the
+times, executor and process ids), ``workspace/`` (a copy of the version's workspace, not links:
+the entrypoint writes it in place, outside the mount, and the version must never change),
+``stdout`` and ``stderr`` (the
 executor's process writes straight into them). Process-safe like the version store.
 """
 
@@ -23,7 +24,8 @@ from typing import Any
 
 from ..dm.records import pid_alive
 from ..errors import Busy, Exists, NotFound
-from .versions import VersionStore, check_name, default_name, snapshot, write_json
+from .snapshot import snapshot
+from .versions import VersionStore, check_name, default_name, write_json
 
 
 class RunStatus(enum.IntEnum):
@@ -144,7 +146,7 @@ class RunStore:
             if name in taken:
                 raise Exists(f"run {name!r} exists")
             try:
-                snapshot(version.workspace, temp / "workspace")
+                snapshot(version.workspace, temp / "workspace", link=False)  # the run writes in place
                 (temp / "stdout").touch()
                 (temp / "stderr").touch()
                 record = {

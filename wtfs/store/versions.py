@@ -26,6 +26,8 @@ from typing import Any
 
 from ..config import Spec
 from ..errors import Busy, Exists, InvalidName, MountError, NotFound, WtfsError
+from .links import LinkIndex, shared_files
+from .snapshot import CopyIf, copy_file, snapshot
 
 
 class Unchanged(WtfsError):
@@ -75,10 +77,12 @@ class VersionStore:
         self.root = state_dir / "versions"
         self.workspace = workspace
         self.dataset = dataset or []
+        self.links = LinkIndex(self.root / ".links.db")
 
     def prepare(self) -> None:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # versions are read through the mount, never directly by users
         if not same_filesystem(self.workspace, self.root):
             raise MountError(
                 f"state_dir {self.root.parent} and workspace {self.workspace} are on different filesystems:"
@@ -88,6 +92,9 @@ class VersionStore:
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in self.root.glob(".trash-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+        if self.links.create():  # a store from before the index: find what its versions share
+            for version in self.all():
+                self.links.add(version.id, shared_files(version.workspace))
 
     # -- locking ----------------------------------------------------------------------------
 
@@ -142,8 +149,10 @@ class VersionStore:
 
     # -- creating ---------------------------------------------------------------------------
 
-    def create(self, name: str | None = None, force: bool = True) -> Version:
-        """Snapshot the workspace; EBUSY if a creation is already running, EEXIST for a taken name."""
+    def create(self, name: str | None = None, force: bool = True, copy_if: CopyIf | None = None) -> Version:
+        """Snapshot the workspace; EBUSY if a creation is already running, EEXIST for a taken name.
+
+        ``copy_if(stat)`` names files to copy rather than link (those open for writing)."""
         with self._lock("create", blocking=False):
             taken = {v.name for v in self.all()}
             name = check_name(name) if name is not None else default_name(taken)
@@ -156,7 +165,8 @@ class VersionStore:
             version_id = uuid.uuid4().hex[:24]
             temp = self.root / f".tmp-{version_id}"
             try:
-                files = snapshot(self.workspace, temp / "workspace")
+                taken_files = snapshot(self.workspace, temp / "workspace", copy_if)
+                files = taken_files.files
                 created = time.time()
                 manifest = {
                     "id": version_id,
@@ -172,10 +182,39 @@ class VersionStore:
                     if name in {v.name for v in self.all()}:
                         raise Exists(f"version {name!r} exists")
                     os.rename(temp, self.root / version_id)
+                self.links.add(version_id, taken_files.linked)
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
         return Version(version_id, name, created, self.root / version_id)
+
+    def unshare(self, st: os.stat_result) -> None:
+        """Before the workspace changes inode ``st``, give each version holding it its own copy.
+
+        Waits for a snapshot in progress (the creation lock), so none can link it unseen."""
+        with self._lock("create"):
+            for version_id, rel in self.links.holders(st.st_dev, st.st_ino):
+                self._private_copy(self.root / version_id / "workspace" / rel, st)
+            self.links.forget_inode(st.st_dev, st.st_ino)
+
+    def _private_copy(self, path: Path, st: os.stat_result) -> None:
+        """Replace a version's link by a copy of the same bytes, atomically (rename)."""
+        try:
+            if os.lstat(path).st_ino != st.st_ino:
+                return
+        except FileNotFoundError:
+            return  # the version was deleted meanwhile
+        temp = path.with_name(f".copy-{uuid.uuid4().hex[:8]}")
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            copy_file(dir_fd, path.name, temp.name, dst_dir_fd=dir_fd)
+            os.rename(temp.name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp.name, dir_fd=dir_fd)
+            raise
+        finally:
+            os.close(dir_fd)
 
     def changed_since(self, version: Version) -> bool:
         """True if the workspace differs from ``version`` in content, names, types or modes."""
@@ -206,6 +245,7 @@ class VersionStore:
                 raise Busy(f"version {name!r} is used by {len(holders)} run(s)")
             trash = self.root / f".trash-{version.id}"
             os.rename(version.path, trash)
+        self.links.forget_version(version.id)
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- references (runs) ------------------------------------------------------------------
@@ -255,38 +295,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     temp = path.with_suffix(".tmp")
     temp.write_text(json.dumps(data, separators=(",", ":")))  # compact: the C encoder, 10x faster
     os.replace(temp, path)
-
-
-def snapshot(source: Path, target: Path) -> list[dict[str, Any]]:
-    """Hard-link every file of ``source`` into ``target``; directories recreated with modes and
-    mtimes, symlinks copied as symlinks (never followed). Returns the manifest's file list."""
-    files: list[dict[str, Any]] = []
-    directories: list[tuple[str, os.stat_result]] = [(str(target), os.stat(source))]
-    target.mkdir(parents=True)
-    stack = [(str(source), str(target), "")]
-    while stack:
-        src_dir, dst_dir, rel_dir = stack.pop()
-        with os.scandir(src_dir) as entries:
-            for entry in entries:
-                rel = rel_dir + entry.name
-                st = entry.stat(follow_symlinks=False)
-                dst = f"{dst_dir}/{entry.name}"
-                mode = st.st_mode
-                if stat.S_ISDIR(mode):
-                    os.mkdir(dst)
-                    directories.append((dst, st))
-                    stack.append((entry.path, dst, rel + "/"))
-                elif stat.S_ISLNK(mode):
-                    os.symlink(os.readlink(entry.path), dst)
-                    files.append({"path": rel, "type": "symlink", "size": st.st_size})
-                elif stat.S_ISREG(mode):
-                    os.link(entry.path, dst, follow_symlinks=False)
-                    files.append({"path": rel, "type": "file", "size": st.st_size, "mode": stat.S_IMODE(mode)})
-    for path, st in reversed(directories):  # deepest first: parents' mtimes set last
-        os.chmod(path, stat.S_IMODE(st.st_mode))
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    files.sort(key=lambda f: str(f["path"]))
-    return files
 
 
 def _same_tree(a: Path, b: Path) -> bool:

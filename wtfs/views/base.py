@@ -50,6 +50,8 @@ class Attr:
     ttl: float = STABLE_TTL
     uid: int | None = None
     gid: int | None = None
+    rdev: int = 0
+    blocks: int | None = None
 
     @classmethod
     def directory(cls, mtime_ns: int, perm: int = 0o555, ttl: float = STABLE_TTL) -> Attr:
@@ -58,6 +60,16 @@ class Attr:
     @classmethod
     def file(cls, size: int, mtime_ns: int, perm: int = 0o444, ttl: float = STABLE_TTL) -> Attr:
         return cls(stat.S_IFREG | perm, size, mtime_ns, mtime_ns, mtime_ns, 1, ttl)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: what a created object's owner and mode come from (never the daemon's own)."""
+
+    uid: int
+    gid: int
+    pid: int = 0
+    umask: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,18 +148,27 @@ class Node:
     async def setxattr(self, name: str, value: bytes) -> None:
         raise NotSupported(f"xattr {name}")
 
+    async def removexattr(self, name: str) -> None:
+        raise NotSupported(f"xattr {name}")
+
+    def forget(self) -> None:
+        """The kernel dropped this node: release what it holds (a workspace node's handle)."""
+
     # write-like operations: read-only unless a view overrides them
 
     async def setattr(self, changes: SetAttr) -> Attr:
         raise ReadOnly("read-only")
 
-    async def create(self, name: str, mode: int, flags: int) -> tuple[Node, OpenFile]:
+    async def create(self, name: str, mode: int, flags: int, caller: Caller) -> tuple[Node, OpenFile]:
         raise ReadOnly("read-only directory")
 
-    async def mkdir(self, name: str, mode: int) -> Node:
+    async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
         raise ReadOnly("read-only directory")
 
-    async def symlink(self, name: str, target: str) -> Node:
+    async def mknod(self, name: str, mode: int, rdev: int, caller: Caller) -> Node:
+        raise ReadOnly("read-only directory")
+
+    async def symlink(self, name: str, target: str, caller: Caller) -> Node:
         raise ReadOnly("read-only directory")
 
     async def link(self, name: str, target: Node) -> Node:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import trio
 
 from ..errors import NotFound, ReadOnly
 from ..store.runs import Run, RunStore
 from ..store.versions import Unchanged, Version, VersionStore
-from .base import Attr, FdFile, Node, OpenFile, wants_write
-from .paths import LIVE_TTL, WorkspaceNode
+from .base import Attr, Caller, FdFile, Node, OpenFile, wants_write
+from .paths import LIVE_TTL
+from .workspace import WorkspaceTree
 
 
 class RunsDir(Node):
@@ -27,12 +28,19 @@ class RunsDir(Node):
         self.runs = runs
         self.versions = versions
         self.mtime_ns = time.time_ns()
+        self.trees: dict[str, WorkspaceTree] = {}  # run id -> its workspace, opened once
 
     async def attr(self) -> Attr:
         return Attr.directory(self.mtime_ns, perm=0o755, ttl=LIVE_TTL)
 
     def _node(self, run: Run) -> Node:
-        return RunDir(run.id, self.runs, self.versions)
+        return RunDir(run.id, self.runs, self.versions, self._tree)
+
+    def _tree(self, run: Run) -> WorkspaceTree:
+        tree = self.trees.get(run.id)
+        if tree is None:
+            tree = self.trees[run.id] = WorkspaceTree(str(run.workspace), tag=f"run-ws-{run.id}")
+        return tree
 
     async def lookup(self, name: str) -> Node:
         return self._node(await trio.to_thread.run_sync(self.runs.get, name))
@@ -41,7 +49,7 @@ class RunsDir(Node):
         runs = await trio.to_thread.run_sync(self.runs.all)
         return [(r.name, self._node(r)) for r in runs]
 
-    async def mkdir(self, name: str, mode: int) -> Node:
+    async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
         run = await trio.to_thread.run_sync(create_run, self.runs, self.versions, name, None)
         self.mtime_ns = time.time_ns()
         return self._node(run)
@@ -54,7 +62,11 @@ class RunsDir(Node):
         return None
 
     async def rmdir(self, name: str) -> None:
+        run = await trio.to_thread.run_sync(self.runs.get, name)
         await trio.to_thread.run_sync(self.runs.delete, name)
+        tree = self.trees.pop(run.id, None)
+        if tree is not None:
+            tree.close()
         self.mtime_ns = time.time_ns()
 
 
@@ -72,10 +84,13 @@ def create_run(runs: RunStore, versions: VersionStore, name: str | None, version
 
 
 class RunDir(Node):
-    def __init__(self, run_id: str, runs: RunStore, versions: VersionStore) -> None:
+    def __init__(
+        self, run_id: str, runs: RunStore, versions: VersionStore, tree_of: Callable[[Run], WorkspaceTree]
+    ) -> None:
         self.run_id = run_id
         self.runs = runs
         self.versions = versions
+        self.tree_of = tree_of
         self.key = ("run", run_id)
 
     def run(self) -> Run:
@@ -90,7 +105,7 @@ class RunDir(Node):
             ".stdout": LiveFile(("run-stdout", run.id), self.runs, run.id, "stdout"),
             ".stderr": LiveFile(("run-stderr", run.id), self.runs, run.id, "stderr"),
             "version": VersionLink(run.id, self.runs, self.versions),
-            "workspace": WorkspaceNode(("run-ws", run.id), str(run.workspace)),
+            "workspace": self.tree_of(run).root,
         }
 
     async def lookup(self, name: str) -> Node:

@@ -12,16 +12,18 @@ from collections.abc import Hashable
 import trio
 
 from ..errors import ReadOnly
+from ..store.snapshot import CopyIf
 from ..store.versions import Version, VersionStore
-from .base import Attr, Node
+from .base import Attr, Caller, Node
 from .paths import LIVE_TTL, PathNode
 
 
 class VersionsDir(Node):
     key = "versions"
 
-    def __init__(self, store: VersionStore) -> None:
+    def __init__(self, store: VersionStore, copy_if: CopyIf | None = None) -> None:
         self.store = store
+        self.copy_if = copy_if  # files open for writing through the mount are copied, not linked
         self.mtime_ns = time.time_ns()
 
     async def attr(self) -> Attr:
@@ -37,8 +39,8 @@ class VersionsDir(Node):
         versions = await trio.to_thread.run_sync(self.store.all)
         return [(v.name, self._node(v)) for v in versions]
 
-    async def mkdir(self, name: str, mode: int) -> Node:
-        version = await trio.to_thread.run_sync(self.store.create, name)
+    async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
+        version = await trio.to_thread.run_sync(self.store.create, name, True, self.copy_if)
         self.mtime_ns = time.time_ns()
         return self._node(version)
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..catalog.girder import safe_name, timestamp_ns
 from ..catalog.girder_api import GirderApi
 from ..errors import NotFound, ReadOnly, TransferFailed
-from .base import Attr, FdFile, Node, OpenFile, wants_write
+from .base import Attr, Caller, FdFile, Node, OpenFile, wants_write
 from .control import GeneratedFile
 
 LIVE = 0.0
@@ -60,7 +60,7 @@ class WtCollection(Node):
     async def listdir(self) -> list[tuple[str, Node]]:
         return [(str(d["name"]), self._node(d)) for d in await self.ctx.listing(self.kind)]
 
-    async def mkdir(self, name: str, mode: int) -> Node:
+    async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
         api = self.ctx.api
         if self.kind == "version":  # a mkdir always makes a version
             doc = await api.call("POST", "version", {"taleId": self.ctx.tale_id, "name": name, "force": "true"})
