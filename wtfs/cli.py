@@ -24,7 +24,7 @@ from .log import setup_logging
 from .store import RunStore, session_stores
 from .store.executor import cancel, command_for, execute
 from .store.runs import Run, RunStatus
-from .store.versions import Unchanged, version_store
+from .store.versions import Unchanged, check_name, default_name, version_store
 from .views.runs import create_run
 
 COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch", "check"}
@@ -251,10 +251,18 @@ def cmd_version_create(args: argparse.Namespace) -> int:
     spec = mounted_spec(args.mountpoint)
     if spec.workspace is None:
         return _fail(f"{args.mountpoint}: the session has no workspace")
-    try:
-        version = version_store(spec).create(args.name, force=args.force)
-    except Unchanged as exc:
-        return _fail(str(exc), EXIT_UNCHANGED)
+    store = version_store(spec)
+    latest = store.latest()
+    if not args.force and latest is not None and not store.changed_since(latest):
+        return _fail(str(Unchanged(latest)), EXIT_UNCHANGED)
+    name = check_name(args.name) if args.name else default_name({v.name for v in store.all()})
+    try:  # through the mount: the daemon copies files open for writing instead of linking them
+        os.mkdir(os.path.join(args.mountpoint, "versions", name))
+    except FileExistsError:
+        return _fail(f"version {name!r} exists")
+    except OSError as exc:
+        return _fail(f"{args.mountpoint}: version {name!r}: {exc.strerror}")
+    version = store.get(name)
     print(f"created version {version.name!r} ({version.id})")
     return 0
 
