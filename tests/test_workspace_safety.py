@@ -64,7 +64,10 @@ def test_uid_option_never_decides_who_owns_what_a_user_creates(session: Session,
 
 def test_the_callers_umask_applies_never_the_daemons(session: Session, tmp_path: Path) -> None:
     m, ws = workspace_mount(session, tmp_path, "allow_other")
-    script = "import os,sys; os.umask(0); os.close(os.open(sys.argv[1]+'/f', os.O_CREAT, 0o777)); os.mkdir(sys.argv[1]+'/d', 0o777)"
+    script = (
+        "import os,sys; os.umask(0); os.close(os.open(sys.argv[1]+'/f', os.O_CREAT, 0o777));"
+        " os.mkdir(sys.argv[1]+'/d', 0o777)"
+    )
     made = as_user(USER, script, str(m.path / "workspace"))
     assert made.returncode == 0, made.stderr
     assert oct((ws / "f").stat().st_mode & 0o7777) == oct(0o777)
@@ -92,7 +95,9 @@ while time.monotonic() < deadline:
     for op in range(5):
         try:
             if op == 0:
-                fd = os.open(base + '/d/victim', os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644); os.write(fd, b'pwned'); os.close(fd)
+                fd = os.open(base + '/d/victim', os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+                os.write(fd, b'pwned')
+                os.close(fd)
             elif op == 1:
                 os.unlink(base + '/d/canary')
             elif op == 2:

@@ -96,9 +96,6 @@ class OpenFile:
     async def write(self, offset: int, data: bytes) -> int:
         raise ReadOnly("read-only file")
 
-    async def flush(self) -> None:
-        return None
-
     async def fsync(self, datasync: bool) -> None:
         return None
 

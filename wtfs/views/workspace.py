@@ -30,8 +30,10 @@ from .. import posix
 from ..errors import AccessDenied, WtfsError
 from .base import Attr, Caller, Node, OpenFile, SetAttr, wants_write
 
-#: workspace files change behind our back (tools writing the directory): never cache metadata.
-LIVE_TTL = 0.0
+#: How long the kernel may keep a workspace entry's attributes: passthrough_ll's default. Changes
+#: made through the mount update the kernel's copy at once; changes made on the disk directly
+#: are seen within this time.
+WORKSPACE_TTL = 1.0
 _HANDLE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_CREATE = ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW)
 
@@ -140,7 +142,7 @@ class WorkspaceNode(Node):
         return os.stat(self.fd)
 
     async def attr(self) -> Attr:
-        return attr_of(self._stat(), LIVE_TTL)
+        return attr_of(self._stat(), WORKSPACE_TTL)
 
     # -- names --------------------------------------------------------------------------------
 
@@ -174,8 +176,7 @@ class WorkspaceNode(Node):
         perm = stat.S_IMODE(mode) & ~caller.umask
         if directory and setgid_dir:
             perm |= stat.S_ISGID
-        if not stat.S_ISLNK(os.stat(fd).st_mode):
-            os.chmod(posix.proc_path(fd), perm)
+        os.chmod(posix.proc_path(fd), perm)
 
     def _adopt(self, name: str, kind: int) -> WorkspaceNode:
         """Take a handle on what we just made; refuse if the name now holds something else."""
