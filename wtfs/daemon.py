@@ -6,13 +6,14 @@ handles released (their locks go), the data manager retired (its records finishe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ from .dm import EmbeddedDataManager
 from .dm.base import SessionDataManager
 from .dm.wholetale import WholeTaleDataManager
 from .errors import AccessDenied, MountError, WtfsError
-from .fs import Operations, Presentation
+from .fs import FsCore, Presentation
+from .fs.adapter import Operations
 from .providers import HttpProvider, default_providers
 from .providers.girder import GirderProvider
 from .providers.globus import GlobusProvider, check_staging, transfer_client
@@ -145,10 +147,33 @@ def _sole(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
+@dataclass
+class Session:
+    """One session's tree, ready to be served: the FUSE-free core and the data manager under it."""
+
+    core: FsCore
+    dm: SessionDataManager
+    closed: bool = False
+
+    async def close(self) -> None:
+        """Release every handle (their locks go too), then retire the data manager; once."""
+        if self.closed:
+            return
+        self.closed = True
+        with trio.CancelScope(shield=True):
+            for failure in await self.core.release_all():
+                log.error("releasing a handle at shutdown", exc_info=failure)
+            await self.dm.stop()
+
+
+@contextlib.asynccontextmanager
+async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
+    """Build the session's tree and core (no mount); on exit, handles released, the DM stopped.
+
+    The daemon serves this through FUSE; tests drive the same core in-process."""
     async with make_client(spec.stall_timeout) as client, trio.open_nursery() as nursery:
         dm, catalog = await _data_backend(spec, mountpoint, client, nursery)
-        ops: Operations | None = None
+        session: Session | None = None
         try:
             data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
             control = StaticDirNode(
@@ -161,31 +186,44 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
             trees = await _session_trees(spec) if spec.wholetale is None else _tale_trees(spec, dm)
             posix.raise_fd_limit()  # every workspace inode the kernel holds keeps a handle open
             root = StaticDirNode("root", {"data": data, **trees}, hidden={".wtfs": control})
-            presentation = Presentation(
-                uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
-                gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
-                umask=spec.mount.umask or 0,
-                statfs_path=str(spec.workspace or spec.cache_dir),
-            )
-            operations = Operations(root, presentation)
-            try:
-                pyfuse3.init(operations, mountpoint, fuse_options(spec))
-            except RuntimeError as exc:
-                raise MountError(f"{mountpoint}: mount failed: {exc}") from None
-            ops = operations  # mounted: from here on, shutdown unmounts
+            session = Session(FsCore(root, _presentation(spec)), dm)
+            yield session
+        finally:
+            await (session.close() if session is not None else _shielded(dm.stop()))
+            nursery.cancel_scope.cancel()
+
+
+async def _shielded(work: Awaitable[None]) -> None:
+    with trio.CancelScope(shield=True):
+        await work
+
+
+def _presentation(spec: Spec) -> Presentation:
+    return Presentation(
+        uid=spec.mount.uid if spec.mount.uid is not None else os.getuid(),
+        gid=spec.mount.gid if spec.mount.gid is not None else os.getgid(),
+        umask=spec.mount.umask or 0,
+        statfs_path=str(spec.workspace or spec.cache_dir),
+    )
+
+
+async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
+    async with open_session(spec, mountpoint) as session, trio.open_nursery() as nursery:
+        try:
+            pyfuse3.init(Operations(session.core), mountpoint, fuse_options(spec))
+        except RuntimeError as exc:
+            raise MountError(f"{mountpoint}: mount failed: {exc}") from None
+        try:  # mounted: from here on, shutdown unmounts
             if threading.current_thread() is threading.main_thread():
-                nursery.start_soon(_watch_signals, dm.interrupt)
+                nursery.start_soon(_watch_signals, session.dm.interrupt)
             nursery.start_soon(_announce, spec, mountpoint, report)
             await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
         finally:
             with trio.CancelScope(shield=True):
-                if ops is not None:
-                    sd_notify("STOPPING=1")
-                    await ops.release_all()
-                await dm.stop()
-                if ops is not None:
-                    pyfuse3.close(unmount=True)
-                    runtime.remove_record(mountpoint, os.getpid())
+                sd_notify("STOPPING=1")
+                await session.close()
+                pyfuse3.close(unmount=True)
+                runtime.remove_record(mountpoint, os.getpid())
             nursery.cancel_scope.cancel()
     log.info("unmounted %s", mountpoint)
 

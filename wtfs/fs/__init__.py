@@ -1,5 +1,5 @@
-"""The FUSE layer: thin, one errno boundary."""
+"""The filesystem: a FUSE-free core (``core``) and the thin pyfuse3 adapter over it."""
 
-from .operations import Operations, Presentation
+from .core import FsCore, Presentation
 
-__all__ = ["Operations", "Presentation"]
+__all__ = ["FsCore", "Presentation"]

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-import pyfuse3
-
 from ..errors import NotFound
 from ..views import Node
+
+#: The kernel's number for the mount's root (FUSE_ROOT_ID).
+ROOT_INODE = 1
 
 
 class InodeTable:
     """key ↔ inode; an inode is dropped when the kernel forgets it (lookup count 0)."""
 
     def __init__(self, root: Node) -> None:
-        self._inode_by_key: dict[Hashable, int] = {root.key: pyfuse3.ROOT_INODE}
-        self._nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: root}
+        self._inode_by_key: dict[Hashable, int] = {root.key: ROOT_INODE}
+        self._nodes: dict[int, Node] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {}
-        self._next = pyfuse3.ROOT_INODE + 1
+        self._next = ROOT_INODE + 1
 
     def node(self, inode: int) -> Node:
         try:
@@ -45,7 +46,7 @@ class InodeTable:
             self._lookups[inode] = remaining
             return False
         self._lookups.pop(inode, None)
-        if inode == pyfuse3.ROOT_INODE:
+        if inode == ROOT_INODE:
             return False
         node = self._nodes.pop(inode, None)
         if node is not None:

@@ -1,0 +1,262 @@
+"""The filesystem core: the kernel's protocol over view nodes, without FUSE.
+
+Inodes and lookup counts, open handles, directory listings with "." and "..", attributes as
+the kernel will show them. It imports no pyfuse3: the adapter (``fs.adapter``) only translates
+pyfuse3's calls and types into these, so every rule here is tested in-process, without root
+or /dev/fuse, by the same cases that run through a real mount.
+
+Errors are raised as they come (WtfsError, OSError); the adapter's one errno boundary turns
+them into what the kernel sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import NotFound
+from ..views import Attr, Caller, Node, OpenFile, SetAttr
+from .inodes import ROOT_INODE, InodeTable
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How virtual entries are shown: owner and umask (``-o uid=,gid=,umask=``)."""
+
+    uid: int
+    gid: int
+    umask: int = 0
+    statfs_path: str = "/"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the kernel is told of one inode: its stat fields and how long to trust them."""
+
+    st_ino: int
+    st_mode: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_rdev: int
+    st_size: int
+    st_blocks: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    timeout: float
+    st_blksize: int = 128 * 1024
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    entry: Entry
+    next_id: int
+    counted: bool = True  # "." and "..": the kernel takes no lookup of them
+
+
+@dataclass(frozen=True)
+class Opened:
+    fh: int
+    keep_cache: bool
+    direct_io: bool
+
+
+@dataclass
+class _DirHandle:
+    inode: int
+    node: Node
+    entries: list[tuple[str, Node]] | None = None
+
+
+class FsCore:
+    def __init__(self, root: Node, presentation: Presentation) -> None:
+        self.inodes = InodeTable(root)
+        self.presentation = presentation
+        self.files: dict[int, OpenFile] = {}
+        self.dirs: dict[int, _DirHandle] = {}
+        self.parents: dict[int, int] = {}  # directory inode -> its parent's, for ".."
+        self._handles = itertools.count(1)  # never reused while the daemon lives
+
+    # -- attributes -------------------------------------------------------------------------
+
+    def entry(self, inode: int, attr: Attr) -> Entry:
+        p = self.presentation
+        virtual = attr.uid is None  # uid=, gid=, umask= only dress what has no owner on disk
+        return Entry(
+            st_ino=inode,
+            st_mode=attr.mode & ~p.umask if virtual and p.umask else attr.mode,
+            st_nlink=attr.nlink,
+            st_uid=p.uid if attr.uid is None else attr.uid,
+            st_gid=p.gid if attr.gid is None else attr.gid,
+            st_rdev=attr.rdev,
+            st_size=attr.size,
+            st_blocks=(attr.size + 511) // 512 if attr.blocks is None else attr.blocks,
+            st_atime_ns=attr.atime_ns or attr.mtime_ns,
+            st_mtime_ns=attr.mtime_ns,
+            st_ctime_ns=attr.ctime_ns or attr.mtime_ns,
+            timeout=attr.ttl,
+        )
+
+    async def _entry_for(self, node: Node) -> Entry:
+        inode = self.inodes.inode_of(node)
+        return self.entry(inode, await node.attr())
+
+    async def _known(self, parent_inode: int, node: Node) -> Entry:
+        """The entry of a node the kernel now holds (one more lookup); remember a dir's parent."""
+        entry = await self._entry_for(node)
+        self.inodes.looked_up(entry.st_ino)
+        if stat.S_ISDIR(entry.st_mode):
+            self.parents[entry.st_ino] = parent_inode
+        return entry
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    async def lookup(self, parent_inode: int, name: str) -> Entry:
+        node = await self.inodes.node(parent_inode).lookup(name)
+        return await self._known(parent_inode, node)
+
+    async def getattr(self, inode: int) -> Entry:
+        return self.entry(inode, await self.inodes.node(inode).attr())
+
+    async def setattr(self, inode: int, changes: SetAttr) -> Entry:
+        return self.entry(inode, await self.inodes.node(inode).setattr(changes))
+
+    async def readlink(self, inode: int) -> str:
+        return await self.inodes.node(inode).readlink()
+
+    def forget(self, inode: int, count: int) -> None:
+        if self.inodes.forget(inode, count):
+            self.parents.pop(inode, None)
+
+    async def statfs(self) -> os.statvfs_result:
+        return await trio.to_thread.run_sync(os.statvfs, self.presentation.statfs_path)
+
+    async def getxattr(self, inode: int, name: str) -> bytes:
+        return await self.inodes.node(inode).getxattr(name)
+
+    async def setxattr(self, inode: int, name: str, value: bytes) -> None:
+        await self.inodes.node(inode).setxattr(name, value)
+
+    async def listxattr(self, inode: int) -> list[str]:
+        return await self.inodes.node(inode).listxattr()
+
+    async def removexattr(self, inode: int, name: str) -> None:
+        await self.inodes.node(inode).removexattr(name)
+
+    # -- directories ------------------------------------------------------------------------
+
+    async def opendir(self, inode: int) -> int:
+        fh = next(self._handles)
+        self.dirs[fh] = _DirHandle(inode, self.inodes.node(inode))
+        return fh
+
+    async def readdir(self, fh: int, start_id: int) -> AsyncIterator[DirEntry]:
+        """Entries from ``start_id``; the caller reports each as ``accepted`` or ``rejected``."""
+        handle = self.dirs[fh]
+        if handle.entries is None or start_id == 0:
+            handle.entries = await handle.node.listdir()
+        own = self.entry(handle.inode, await handle.node.attr())
+        if start_id == 0:
+            yield DirEntry(".", own, 1, counted=False)
+        if start_id <= 1:
+            parent = self.parents.get(handle.inode, ROOT_INODE)
+            yield DirEntry("..", dataclasses.replace(own, st_ino=parent), 2, counted=False)
+        for index in range(max(start_id, 2), len(handle.entries) + 2):
+            name, node = handle.entries[index - 2]
+            yield DirEntry(name, await self._entry_for(node), index + 1)
+
+    def accepted(self, fh: int, item: DirEntry) -> None:
+        """The kernel took this entry: it holds one more lookup of it."""
+        if not item.counted:
+            return
+        self.inodes.looked_up(item.entry.st_ino)
+        if stat.S_ISDIR(item.entry.st_mode):
+            self.parents[item.entry.st_ino] = self.dirs[fh].inode
+
+    def rejected(self, item: DirEntry) -> None:
+        """The reply was full: a node listed but never handed over is released now."""
+        if item.counted:
+            self.inodes.drop_if_unknown(item.entry.st_ino)
+
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    async def mkdir(self, parent_inode: int, name: str, mode: int, caller: Caller) -> Entry:
+        node = await self.inodes.node(parent_inode).mkdir(name, stat.S_IMODE(mode), caller)
+        return await self._known(parent_inode, node)
+
+    async def mknod(self, parent_inode: int, name: str, mode: int, rdev: int, caller: Caller) -> Entry:
+        node = await self.inodes.node(parent_inode).mknod(name, mode, rdev, caller)
+        return await self._known(parent_inode, node)
+
+    async def rmdir(self, parent_inode: int, name: str) -> None:
+        await self.inodes.node(parent_inode).rmdir(name)
+
+    async def unlink(self, parent_inode: int, name: str) -> None:
+        await self.inodes.node(parent_inode).unlink(name)
+
+    async def rename(self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int) -> None:
+        new_parent = self.inodes.node(parent_new)
+        await self.inodes.node(parent_old).rename(name_old, new_parent, name_new, flags)
+
+    async def symlink(self, parent_inode: int, name: str, target: str, caller: Caller) -> Entry:
+        node = await self.inodes.node(parent_inode).symlink(name, target, caller)
+        return await self._known(parent_inode, node)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: str) -> Entry:
+        node = await self.inodes.node(new_parent_inode).link(new_name, self.inodes.node(inode))
+        return await self._known(new_parent_inode, node)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _opened(self, handle: OpenFile) -> Opened:
+        fh = next(self._handles)
+        self.files[fh] = handle
+        return Opened(fh, handle.keep_cache, handle.direct_io)
+
+    def _file(self, fh: int) -> OpenFile:
+        try:
+            return self.files[fh]
+        except KeyError:
+            raise NotFound(f"no open file {fh}") from None
+
+    async def open(self, inode: int, flags: int) -> Opened:
+        return self._opened(await self.inodes.node(inode).open(flags))
+
+    async def create(self, parent_inode: int, name: str, mode: int, flags: int, caller: Caller) -> tuple[Opened, Entry]:
+        node, handle = await self.inodes.node(parent_inode).create(name, stat.S_IMODE(mode), flags, caller)
+        entry = await self._known(parent_inode, node)
+        return self._opened(handle), entry
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return await self._file(fh).read(offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        return await self._file(fh).write(offset, data)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._file(fh).fsync(datasync)
+
+    async def release(self, fh: int) -> None:
+        handle = self.files.pop(fh, None)
+        if handle is not None:
+            await handle.release()
+
+    async def release_all(self) -> list[BaseException]:
+        """At shutdown: close every handle the kernel did not release (their locks go too)."""
+        failures: list[BaseException] = []
+        while self.files:
+            _, handle = self.files.popitem()
+            try:
+                await handle.release()
+            except Exception as exc:
+                failures.append(exc)
+        return failures
