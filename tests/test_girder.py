@@ -50,6 +50,7 @@ def test_tree_matches_girder_and_every_provider_path(session: Session, girder: G
             {"mountPath": "/top", "itemId": tree.ids["top"]},  # an itemId naming a folder, as in the reference
             {"mountPath": "/one/single.csv", "itemId": tree.ids["single"]},
         ],
+        local_roots=[str(session.root)],  # where the seeded phys-local.bin lives
     )
     m = session.mount(spec)
     top = m.data / "top"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import render_spec
 from tests.mounting import wtfs
-from wtfs.config import load_spec
+from wtfs.config import MountOptions, load_spec, parse_options
 from wtfs.errors import SpecError
 
 
@@ -90,6 +90,8 @@ BAD_SPECS = [
     ('[cache]\ncapacity = "1 GiB"\ngc_start_fraction = 1.5\n', "cache.gc_start_fraction: must be in (0, 1]"),
     ('[[dataset]]\nmountPath = "/a"\nurl = "http://x/1"\nsha256 = "abc"\n', "dataset[0].sha256: must be 64"),
     ("name = [\n", "not valid TOML"),
+    ('local_roots = "/srv"\n', "local_roots: must be a list of directory paths"),
+    ('local_roots = ["/no/such/dir"]\n', "local_roots: /no/such/dir: not a directory"),
 ]
 
 
@@ -112,6 +114,24 @@ def test_cli_refuses_bad_spec_with_exit_2(tmp_path: Path, text: str, expected: s
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"wtfs: {path}: ") and expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_suid_dev_and_default_permissions_options() -> None:
+    assert parse_options([]) == ({}, MountOptions(suid=False, dev=False))  # nosuid,nodev unless asked
+    assert parse_options(["suid,dev,default_permissions"])[1] == MountOptions(suid=True, dev=True)
+    assert parse_options(["suid,dev", "nosuid,nodev"])[1] == MountOptions()  # the last one given wins
+    assert parse_options(["nodev,dev,nosuid"])[1] == MountOptions(dev=True)
+
+
+def test_local_roots_resolve_against_the_spec_file(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "abs").mkdir()
+    path = write(tmp_path, f'local_roots = ["shared", "{tmp_path / "abs"}"]\n')
+    assert load_spec(path).local_roots == (tmp_path / "shared", tmp_path / "abs")
+    assert load_spec(write(tmp_path, "", "empty.toml")).local_roots == ()
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["local_roots=/"])
+    assert str(info.value) == "-o: local_roots: is a list: give it in the spec file"
 
 
 def test_unknown_option_is_refused(tmp_path: Path) -> None:

@@ -97,6 +97,8 @@ class MountOptions:
     uid: int | None = None
     gid: int | None = None
     umask: int | None = None
+    suid: bool = False  # honour set-user-ID bits (-o suid); off, as for any FUSE mount, unless asked
+    dev: bool = False  # honour device files (-o dev)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Spec:
     globus: GlobusSettings | None = None
     wholetale: WholeTaleSettings | None = None
     dataset: tuple[Entry, ...] = ()
+    local_roots: tuple[Path, ...] = ()  # where a Girder item's local meta.phys_path may point
     mount: MountOptions = field(default_factory=MountOptions)
     options: tuple[str, ...] = ()  # the -o options given, so a CLI can reload the same spec
 
@@ -135,7 +138,10 @@ _TOP_KEYS = {
     "wholetale",
     "dataset",
     "dataSet",
+    "local_roots",
 }
+#: Top-level keys that are no ``-o key=value`` option: tables, lists, and the mountpoint (the command line's).
+_STRUCTURED_KEYS = {"cache", "girder", "globus", "wholetale", "dataset", "dataSet", "mountpoint", "local_roots"}
 _CACHE_KEYS = {"capacity", "gc_interval", "gc_start_fraction", "gc_end_fraction"}
 _SECRET_KEYS = {"api_key_env", "api_key_file", "token_file"}
 _GIRDER_KEYS = {"api_url"} | _SECRET_KEYS
@@ -153,11 +159,13 @@ _ENTRY_KEYS = {"mountPath", "url", "itemId", "folderId", "size", "sha256"}
 #: fstab/mount(8) options accepted and ignored, as sshfs and rclone do.
 IGNORED_OPTIONS = {
     "_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "owner", "group", "rw", "defaults",
-    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "strictatime",
-    "lazytime", "async", "sync",
+    "exec", "noexec", "atime", "noatime", "relatime", "strictatime", "lazytime", "async", "sync",
+    "default_permissions",  # always in effect: the kernel checks permissions
 }  # fmt: skip
 IGNORED_OPTION_PREFIXES = ("x-systemd.", "x-", "comment=")
-_MOUNT_FLAGS = {"allow_other", "auto_unmount", "ro"}
+_MOUNT_FLAGS = {"allow_other", "auto_unmount", "ro", "suid", "dev"}
+#: ``noX`` turns flag X off again; the last of ``suid``/``nosuid`` given wins, as in mount(8).
+_NEGATED_FLAGS = {"nosuid": "suid", "nodev": "dev"}
 _MOUNT_INTS = {"uid", "gid", "umask"}
 
 
@@ -226,11 +234,15 @@ def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any],
                 continue
             if key in _MOUNT_FLAGS and not eq:
                 flags[key] = True
+            elif key in _NEGATED_FLAGS and not eq:
+                flags[_NEGATED_FLAGS[key]] = False
             elif key in _MOUNT_INTS and eq:
                 flags[key] = _int_option(key, value)
             elif key in _CACHE_KEYS and eq:
                 overrides[f"cache.{key}"] = value
-            elif key in _TOP_KEYS - {"cache", "girder", "globus", "wholetale", "dataset", "dataSet", "mountpoint"}:
+            elif key == "local_roots":
+                raise SpecError("-o", key, "is a list: give it in the spec file")
+            elif key in _TOP_KEYS - _STRUCTURED_KEYS:
                 if not eq:
                     raise SpecError("-o", key, "needs a value (key=value)")
                 overrides[key] = value
@@ -294,11 +306,23 @@ class _Loader:
             globus=self.globus(self.table(raw, "globus")),
             wholetale=self.wholetale(self.table(raw, "wholetale")),
             dataset=entries,
+            local_roots=self.roots(raw),
         )
         self.check_providers(spec)
         return spec
 
     # -- sections ---------------------------------------------------------------------------
+
+    def roots(self, raw: dict[str, Any]) -> tuple[Path, ...]:
+        """``local_roots``: existing directories, resolved, so containment checks compare real paths."""
+        value = raw.get("local_roots", [])
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise self.fail("local_roots", "must be a list of directory paths")
+        roots = tuple((self.base / os.path.expanduser(item)).resolve() for item in value)
+        for root in roots:
+            if not root.is_dir():
+                raise self.fail("local_roots", f"{root}: not a directory")
+        return roots
 
     def cache(self, raw: dict[str, Any] | None) -> CacheSettings:
         raw = raw or {}

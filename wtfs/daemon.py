@@ -282,7 +282,7 @@ async def _girder(spec: Spec, client: httpx.AsyncClient) -> GirderContext | None
     api_key, token = read_secret(spec.girder.secrets, str(spec.path), "girder")
     api = GirderApi(client, spec.girder.api_url, api_key, token)
     await _login(api, token, spec.girder.api_url)
-    return GirderContext(api, spec.metadata_ttl)
+    return GirderContext(api, spec.metadata_ttl, local_roots=tuple(map(str, spec.local_roots)))
 
 
 async def _login(api: GirderApi, token: str | None, api_url: str) -> None:

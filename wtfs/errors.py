@@ -26,6 +26,12 @@ class NotFound(WtfsError):
     errno = errno.ENOENT
 
 
+class SymlinkRefused(WtfsError):
+    """A local path met a symbolic link where data/ listed a file or directory: never followed."""
+
+    errno = errno.ELOOP
+
+
 class ReadOnly(WtfsError):
     errno = errno.EROFS
 
@@ -92,6 +98,7 @@ _BY_ERRNO: dict[int, type[WtfsError]] = {
     cls.errno: cls
     for cls in (
         NotFound,
+        SymlinkRefused,
         ReadOnly,
         AccessDenied,
         TransferFailed,

@@ -64,7 +64,7 @@ async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: G
         return CatalogFile(name, obj, time.time_ns())
     path = local_path(url)
     try:
-        st = await trio.to_thread.run_sync(os.stat, path)
+        path, st = await trio.to_thread.run_sync(_real_stat, path)
     except OSError as exc:
         raise SpecError(str(spec.path), f"dataset[{entry.index}].url", f"{path}: {exc.strerror}") from None
     node = local_node(name, path, st, spec.metadata_ttl)
@@ -75,6 +75,13 @@ async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: G
             log.warning("%s: spec size %d differs from %s (%d)", entry.mount_path, entry.size, path, st.st_size)
         node.obj = ObjectRef.for_source(node.obj.source, entry.size or st.st_size, entry.sha256, str(st.st_mtime_ns))
     return node
+
+
+def _real_stat(path: str) -> tuple[str, os.stat_result]:
+    """The operator's path resolved once, at mount time: what is beneath it is then walked
+    without following any symlink (``wtfs.confine``)."""
+    real = os.path.realpath(path)
+    return real, os.stat(real)
 
 
 def place(root: StaticDir, mount_path: str, node: CatalogNode) -> None:

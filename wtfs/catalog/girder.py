@@ -4,7 +4,9 @@ A folder is a directory of its child folders then items (all of them: listings a
 ``limit=0``). A single-file item is a file named after the item, a multi-file item a directory
 of its files, an empty item an empty file. Where the bytes come from follows the data-manager
 reference: ``meta.phys_path`` with a scheme (that provider), without one (a local path), the
-file's ``linkUrl``, else Girder's own download.
+file's ``linkUrl``, else Girder's own download. A local ``phys_path`` is anyone's say who may edit
+an item's metadata, so it is served only from beneath the spec's ``local_roots``, checked at
+every open on its real path.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from urllib.parse import urlsplit
 import cachetools
 import trio
 
+from ..config import local_path
+from ..confine import confined
 from ..errors import AccessDenied, NotFound
 from ..objects import ObjectRef
 from .girder_api import GirderApi
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Sources of files Girder serves itself; the Girder provider downloads them with the token.
 GIRDER_SCHEME = "girder"
+#: ``phys_path`` schemes that name a file on this host.
+LOCAL_SCHEMES = {"", "file", "local"}
 
 
 @dataclass
@@ -37,6 +43,7 @@ class GirderContext:
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(16))
     listings: cachetools.TTLCache[str, dict[str, CatalogNode]] = field(init=False)
     nodes: dict[tuple[str, str], CatalogNode] = field(default_factory=dict)
+    local_roots: tuple[str, ...] = ()  # where a local meta.phys_path may lie
 
     def __post_init__(self) -> None:
         self.listings = cachetools.TTLCache(maxsize=100_000, ttl=max(self.ttl, 1e-9))
@@ -77,18 +84,61 @@ def unique_names(entries: list[tuple[str, str, CatalogNode]]) -> dict[str, Catal
     return result
 
 
-def file_object(api: GirderApi, item: dict[str, Any], file: dict[str, Any] | None) -> ObjectRef:
+@dataclass(frozen=True)
+class LocalPhysPath:
+    """A Girder item's local ``meta.phys_path``: served only while its real path lies beneath
+    one of ``roots``, so item metadata cannot make the daemon read any file of the host."""
+
+    item_id: str
+    path: str
+    roots: tuple[str, ...]
+    size: int | None
+    sha256: str | None
+
+    def resolve(self) -> ObjectRef:
+        real = confined(self.path, self.roots)
+        if real is None:
+            log.warning("Girder item %s: meta.phys_path is outside local_roots; open refused", self.item_id)
+            raise AccessDenied(f"Girder item {self.item_id}: meta.phys_path is outside local_roots")
+        return ObjectRef.for_source("file://" + real, self.size, self.sha256)
+
+    def placeholder(self) -> ObjectRef:
+        """What the catalog holds (the size shown); fetching it as it is answers EACCES."""
+        return ObjectRef.for_source(f"{GIRDER_SCHEME}:denied/{self.item_id}", self.size, self.sha256)
+
+
+def _sha256(item: dict[str, Any], file: dict[str, Any] | None) -> str | None:
+    checksum = (item.get("meta") or {}).get("checksum")
+    return (checksum.get("sha256") if isinstance(checksum, dict) else None) or (file or {}).get("sha256")
+
+
+def _phys_path(item: dict[str, Any]) -> tuple[str, int | None] | None:
+    """``meta.phys_path`` and ``meta.size``, if the item has a phys_path."""
     meta = item.get("meta") or {}
-    checksum = meta.get("checksum")
-    sha256 = (checksum.get("sha256") if isinstance(checksum, dict) else None) or (file or {}).get("sha256")
     phys_path = meta.get("phys_path")
-    if isinstance(phys_path, str) and phys_path:
-        size = meta.get("size")
-        if not isinstance(size, int):
-            log.warning("item %s has meta.phys_path but no meta.size", item["_id"])
-            size = None
-        source = phys_path if urlsplit(phys_path).scheme else "file://" + phys_path
-        return ObjectRef.for_source(source, size, sha256)
+    if not isinstance(phys_path, str) or not phys_path:
+        return None
+    size = meta.get("size")
+    return phys_path, size if isinstance(size, int) else None
+
+
+def local_phys_path(item: dict[str, Any], roots: tuple[str, ...]) -> LocalPhysPath | None:
+    """The item's phys_path where it names a file on this host (no scheme, file:// or local://)."""
+    found = _phys_path(item)
+    if found is None or urlsplit(found[0]).scheme.lower() not in LOCAL_SCHEMES:
+        return None
+    return LocalPhysPath(str(item["_id"]), local_path(found[0]), roots, found[1], _sha256(item, None))
+
+
+def file_object(api: GirderApi, item: dict[str, Any], file: dict[str, Any] | None) -> ObjectRef:
+    """Where the bytes come from; a local phys_path only through ``LocalPhysPath.resolve``."""
+    local = local_phys_path(item, ())
+    if local is not None:
+        return local.placeholder()
+    sha256 = _sha256(item, file)
+    phys = _phys_path(item)
+    if phys is not None:
+        return ObjectRef.for_source(phys[0], phys[1], sha256)
     if file is None:
         return ObjectRef.for_source(f"{GIRDER_SCHEME}:empty", 0, None)
     if file.get("linkUrl"):
@@ -146,7 +196,7 @@ class GirderItemDir(CatalogDir):
 def _stable(ctx: GirderContext, key: tuple[str, str], fresh: CatalogNode) -> CatalogNode:
     """Keep one node object per Girder object while it does not change, so inodes stay put."""
     old = ctx.nodes.get(key)
-    if isinstance(old, CatalogFile) and isinstance(fresh, CatalogFile) and old.obj == fresh.obj:
+    if isinstance(old, CatalogFile) and isinstance(fresh, CatalogFile) and _same_source(old, fresh):
         old.mtime_ns = fresh.mtime_ns
         return old
     if isinstance(old, GirderFolder) and isinstance(fresh, GirderFolder):
@@ -155,18 +205,27 @@ def _stable(ctx: GirderContext, key: tuple[str, str], fresh: CatalogNode) -> Cat
     return fresh
 
 
+def _same_source(old: CatalogFile, fresh: CatalogFile) -> bool:
+    return old.obj == fresh.obj and old.resolver == fresh.resolver
+
+
 def folder_node(name: str, doc: dict[str, Any], ctx: GirderContext) -> CatalogNode:
     return _stable(ctx, ("folder", str(doc["_id"])), GirderFolder(safe_name(name), doc, ctx))
 
 
 def _file(name: str, item: dict[str, Any], file: dict[str, Any] | None, ctx: GirderContext) -> CatalogNode:
-    node = CatalogFile(safe_name(name), file_object(ctx.api, item, file), timestamp_ns(item.get("updated")))
+    """One file; its bytes from a local phys_path only through the ``local_roots`` check."""
+    resolver = local_phys_path(item, ctx.local_roots)
+    obj = resolver.placeholder() if resolver is not None else file_object(ctx.api, item, file)
+    node = CatalogFile(safe_name(name), obj, timestamp_ns(item.get("updated")), resolver)
     return _stable(ctx, ("file", str((file or item)["_id"])), node)
 
 
 async def item_node(name: str, item: dict[str, Any], ctx: GirderContext) -> CatalogNode:
     meta = item.get("meta") or {}
     if meta.get("phys_path"):
+        if not isinstance(meta.get("size"), int):
+            log.warning("item %s has meta.phys_path but no meta.size", item["_id"])
         return _file(name, item, None, ctx)  # one file per item, bytes from phys_path
     files = await ctx.api.list_all(f"item/{item['_id']}/files", {}, f"Girder item {item['_id']}")
     if len(files) == 1:

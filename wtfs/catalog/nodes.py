@@ -6,23 +6,51 @@ import os
 import stat
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
+from ..confine import REFUSED_ERRNOS, open_dir, refused
+from ..errors import NotFound
 from ..objects import ObjectRef
+
+
+class Resolver(Protocol):
+    """Decides at each use where a file's bytes come from, or refuses with a WtfsError.
+
+    For sources that may change or be refused between listing and open (a Girder item's local
+    ``phys_path``, checked against ``local_roots``). Called in a worker thread. Resolvers are
+    compared by value, so a node is kept only while its resolver is the same.
+    """
+
+    def resolve(self) -> ObjectRef: ...
 
 
 @dataclass(eq=False)
 class CatalogFile:
-    """A file of the data set; compared by identity so it can key the inode table."""
+    """A file of the data set; compared by identity so it can key the inode table.
+
+    With a ``resolver``, ``obj`` only gives the size shown and is never fetched as it is.
+    """
 
     name: str
     obj: ObjectRef
     mtime_ns: int
+    resolver: Resolver | None = None
 
     @property
     def size(self) -> int | None:
         return self.obj.size
+
+
+@dataclass(eq=False)
+class CatalogLink:
+    """A symbolic link inside a local entry: shown with its target text, never followed by the
+    daemon (the kernel follows it through the mount with the user's own rights)."""
+
+    name: str
+    target: str
+    mtime_ns: int
 
 
 class CatalogDir:
@@ -48,10 +76,14 @@ class StaticDir(CatalogDir):
 
 
 class LocalDir(CatalogDir):
-    """A local directory entry, listed on first use and again once ``ttl`` has passed."""
+    """A directory of a local entry, listed on first use and again once ``ttl`` has passed.
 
-    def __init__(self, name: str, path: str, ttl: float) -> None:
-        super().__init__(name, os.stat(path).st_mtime_ns)
+    ``path`` is real; it is opened by a walk that follows no symlink and its children are looked
+    at relative to that fd (lstat, readlink), so nothing outside the entry is ever listed.
+    """
+
+    def __init__(self, name: str, path: str, ttl: float, mtime_ns: int) -> None:
+        super().__init__(name, mtime_ns)
         self.path = path
         self.ttl = ttl
         self._listed_at: float | None = None
@@ -65,32 +97,53 @@ class LocalDir(CatalogDir):
         return self._entries
 
     def _scan(self) -> dict[str, CatalogNode]:
+        try:
+            fd = open_dir(self.path)
+        except OSError as exc:  # gone, or swapped for a symlink since it was listed
+            if exc.errno in REFUSED_ERRNOS:
+                raise refused(self.path) from None
+            raise NotFound(f"{self.path}: {exc.strerror}") from None
         found: dict[str, CatalogNode] = {}
-        with os.scandir(self.path) as it:
-            for dirent in it:
-                try:
-                    st = dirent.stat(follow_symlinks=True)
-                except OSError:
-                    continue  # dangling link or vanished: not part of the data set
-                node = local_node(dirent.name, dirent.path, st, self.ttl)
-                if node is not None:
-                    found[dirent.name] = node
+        try:
+            with os.scandir(fd) as it:
+                for dirent in it:
+                    node = self._child(fd, dirent)
+                    if node is not None:
+                        found[dirent.name] = node
+        finally:
+            os.close(fd)
         return found
+
+    def _child(self, fd: int, dirent: os.DirEntry[str]) -> CatalogNode | None:
+        try:
+            st = dirent.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                return CatalogLink(dirent.name, os.readlink(dirent.name, dir_fd=fd), st.st_mtime_ns)
+        except OSError:
+            return None  # vanished: not part of the data set
+        return local_node(dirent.name, os.path.join(self.path, dirent.name), st, self.ttl)
 
     def _merge(self, fresh: dict[str, CatalogNode]) -> dict[str, CatalogNode]:
         """Keep existing node objects that did not change, so inodes stay stable."""
         merged: dict[str, CatalogNode] = {}
         for name, node in fresh.items():
             old = self._entries.get(name)
-            same_file = isinstance(old, CatalogFile) and isinstance(node, CatalogFile) and old.obj == node.obj
-            same_dir = isinstance(old, LocalDir) and isinstance(node, LocalDir)
-            merged[name] = old if (old is not None and (same_file or same_dir)) else node
+            merged[name] = old if old is not None and _unchanged(old, node) else node
         return merged
 
 
+def _unchanged(old: CatalogNode, new: CatalogNode) -> bool:
+    if isinstance(old, CatalogFile) and isinstance(new, CatalogFile):
+        return old.obj == new.obj
+    if isinstance(old, CatalogLink) and isinstance(new, CatalogLink):
+        return old.target == new.target
+    return isinstance(old, LocalDir) and isinstance(new, LocalDir)
+
+
 def local_node(name: str, path: str, st: os.stat_result, ttl: float) -> CatalogNode | None:
+    """A directory or regular file at real ``path`` (stat ``st``); None for anything else."""
     if stat.S_ISDIR(st.st_mode):
-        return LocalDir(name, path, ttl)
+        return LocalDir(name, path, ttl, st.st_mtime_ns)
     if stat.S_ISREG(st.st_mode):
         source = "file://" + path
         obj = ObjectRef.for_source(source, st.st_size, None, version=str(st.st_mtime_ns))
@@ -98,4 +151,4 @@ def local_node(name: str, path: str, st: os.stat_result, ttl: float) -> CatalogN
     return None
 
 
-CatalogNode = CatalogDir | CatalogFile
+CatalogNode = CatalogDir | CatalogFile | CatalogLink

@@ -18,7 +18,7 @@ class InodeTable:
         self._inode_by_key: dict[Hashable, int] = {root.key: ROOT_INODE}
         self._nodes: dict[int, Node] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {}
-        self._next = ROOT_INODE + 1
+        self._next = ROOT_INODE + 1  # sequential numbers stay far below every inode_hint
 
     def node(self, inode: int) -> Node:
         try:
@@ -27,11 +27,18 @@ class InodeTable:
             raise NotFound(f"stale inode {inode}") from None
 
     def inode_of(self, node: Node) -> int:
-        """The inode for ``node``, allocating one; the newest node object wins."""
+        """The inode for ``node``, allocating one; the newest node object wins.
+
+        A node with a stable number of its own (``inode_hint``: a workspace object's disk inode)
+        gets it whenever it is free, so ``st_ino`` stays the same across forgets and restarts."""
         inode = self._inode_by_key.get(node.key)
         if inode is None:
-            inode = self._next
-            self._next += 1
+            hint = node.inode_hint
+            if hint is not None and hint not in self._nodes:
+                inode = hint
+            else:
+                inode = self._next
+                self._next += 1
             self._inode_by_key[node.key] = inode
         self._nodes[inode] = node
         return inode

@@ -1,4 +1,8 @@
-"""Local copies: ``file://``, ``local://`` and plain paths."""
+"""Local copies: ``file://``, ``local://`` and plain paths, opened without following symlinks.
+
+Every local source is a real path (see ``wtfs.confine``): a symlink met on the way, such as a
+directory of a served tree swapped for a link after it was listed, fails the open.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import trio
 
 from ..config import local_path
+from ..confine import REFUSED_ERRNOS, open_file, refused
 from ..errors import AccessDenied, NotFound, TransferFailed
 from ..objects import ObjectRef
 from .base import Sink
@@ -21,7 +26,7 @@ class LocalProvider:
     async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
         path = local_path(obj.source.removeprefix("file://") if obj.source.startswith("file://") else obj.source)
         try:
-            src = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+            src = await trio.to_thread.run_sync(open_file, path)
         except OSError as exc:
             raise _error(path, exc) from None
         try:
@@ -49,6 +54,8 @@ def _copy_chunk(src: int, dst: int, offset: int) -> int:
 def _error(path: str, exc: OSError) -> Exception:
     if exc.errno == errno.ENOENT:
         return NotFound(f"{path}: no such file")
+    if exc.errno in REFUSED_ERRNOS:
+        return refused(path)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return AccessDenied(f"{path}: permission denied")
     return TransferFailed(f"{path}: {exc.strerror}")

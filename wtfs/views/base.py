@@ -116,10 +116,19 @@ class FdFile(OpenFile):
         os.close(self.fd)
 
 
+#: Stable inode numbers (``Node.inode_hint``) live above this; sequential ones stay below.
+STABLE_INODE_BASE = 1 << 40
+
+
 class Node:
     """One name in the tree. ``key`` is its identity in the inode table."""
 
     key: Hashable
+
+    @property
+    def inode_hint(self) -> int | None:
+        """A number this node would like as its inode, stable over time; None: any."""
+        return None
 
     async def attr(self) -> Attr:
         raise NotImplementedError

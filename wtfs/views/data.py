@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import trio
 
-from ..catalog import CatalogDir, CatalogFile, CatalogNode
+from ..catalog import CatalogDir, CatalogFile, CatalogLink, CatalogNode
 from ..dm import DataManager, Lock
 from ..errors import NotFound, ReadOnly
+from ..objects import ObjectRef
 from .base import Attr, FdFile, NoAttribute, Node, OpenFile, wants_write
 
 STATE_XATTR = "user.wtfs.state"
@@ -25,7 +27,11 @@ class DataContext:
 
 
 def wrap(node: CatalogNode, ctx: DataContext) -> Node:
-    return DataFile(node, ctx) if isinstance(node, CatalogFile) else DataDir(node, ctx)
+    if isinstance(node, CatalogFile):
+        return DataFile(node, ctx)
+    if isinstance(node, CatalogLink):
+        return DataLink(node, ctx)
+    return DataDir(node, ctx)
 
 
 class DataDir(Node):
@@ -57,11 +63,17 @@ class DataFile(Node):
     async def attr(self) -> Attr:
         return Attr.file(self.cat.size or 0, self.cat.mtime_ns, ttl=self.ctx.ttl)
 
+    async def source(self) -> ObjectRef:
+        """The object to lock or fetch, checked again at each use where the catalog says so
+        (a local phys_path against local_roots): a cached copy is no way around the check."""
+        resolver = self.cat.resolver
+        return self.cat.obj if resolver is None else await trio.to_thread.run_sync(resolver.resolve)
+
     async def getxattr(self, name: str) -> bytes:
         if name == STATE_XATTR:
-            return (await self.ctx.dm.state(self.cat.obj)).encode()
+            return (await self.ctx.dm.state(await self.source())).encode()
         if name == OBJECT_XATTR:
-            return self.cat.obj.id.encode()
+            return (await self.source()).id.encode()
         raise NoAttribute(name)
 
     async def listxattr(self) -> list[str]:
@@ -71,12 +83,12 @@ class DataFile(Node):
         """``setfattr -n user.wtfs.prefetch``: start the transfer without opening the file."""
         if name != PREFETCH_XATTR:
             raise ReadOnly("data/ is read-only")
-        self.ctx.dm.prefetch(self.cat.obj)
+        self.ctx.dm.prefetch(await self.source())
 
     async def open(self, flags: int) -> OpenFile:
         if wants_write(flags):
             raise ReadOnly("data/ is read-only")
-        lock = await self.ctx.dm.lock(self.cat.obj, self.ctx.owner)
+        lock = await self.ctx.dm.lock(await self.source(), self.ctx.owner)
         try:
             fd = await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY)
         except BaseException:
@@ -84,6 +96,22 @@ class DataFile(Node):
                 await self.ctx.dm.unlock(lock)
             raise
         return CachedCopy(fd, lock, self.ctx.dm, size_known=self.cat.size is not None)
+
+
+class DataLink(Node):
+    """A symlink inside a local entry: readlink gives its target text; the daemon never follows it."""
+
+    def __init__(self, cat: CatalogLink, ctx: DataContext) -> None:
+        self.cat = cat
+        self.ctx = ctx
+        self.key = ("data", cat)
+
+    async def attr(self) -> Attr:
+        mtime = self.cat.mtime_ns
+        return Attr(stat.S_IFLNK | 0o777, len(os.fsencode(self.cat.target)), mtime, mtime, mtime, 1, self.ctx.ttl)
+
+    async def readlink(self) -> str:
+        return self.cat.target
 
 
 class CachedCopy(FdFile):

@@ -28,7 +28,7 @@ import trio
 
 from .. import posix
 from ..errors import AccessDenied, WtfsError
-from .base import Attr, Caller, Node, OpenFile, SetAttr, wants_write
+from .base import STABLE_INODE_BASE, Attr, Caller, Node, OpenFile, SetAttr, wants_write
 
 #: How long the kernel may keep a workspace entry's attributes: passthrough_ll's default. Changes
 #: made through the mount update the kernel's copy at once; changes made on the disk directly
@@ -133,6 +133,12 @@ class WorkspaceNode(Node):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    @property
+    def inode_hint(self) -> int | None:
+        """The disk's inode number, lifted above the sequential range (if it fits there)."""
+        ino = self.ident[1]
+        return STABLE_INODE_BASE + ino if ino < STABLE_INODE_BASE else None
 
     @property
     def proc(self) -> str:
