@@ -165,7 +165,7 @@ class CoreClient:
 
     async def read(self, path: str) -> bytes:
         async def work(seen: list[int]) -> bytes:
-            opened = await self.core.open(await self._walk(path, seen), os.O_RDONLY)
+            opened = await self.core.open(await self._walk(path, seen), os.O_RDONLY, self.caller)
             chunks = []
             try:
                 while chunk := await self.core.read(opened.fh, sum(map(len, chunks)), 1 << 20):
@@ -186,7 +186,7 @@ class CoreClient:
                 seen.append(entry.st_ino)
             else:
                 await self.core.setattr(inode, SetAttr(size=0))  # the kernel's O_TRUNC
-                opened = await self.core.open(inode, os.O_WRONLY)
+                opened = await self.core.open(inode, os.O_WRONLY, self.caller)
             try:
                 await self.core.write(opened.fh, 0, data)
             finally:

@@ -108,7 +108,7 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return [os.fsencode(name) for name in await self.core.listxattr(inode)]
+        return [os.fsencode(name) for name in await self.core.listxattr(inode, _caller(ctx))]
 
     @errno_boundary
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -180,7 +180,7 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        return _info(await self.core.open(inode, flags))
+        return _info(await self.core.open(inode, flags, _caller(ctx)))
 
     @errno_boundary
     async def create(

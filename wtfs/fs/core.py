@@ -145,8 +145,11 @@ class FsCore:
     async def setxattr(self, inode: int, name: str, value: bytes) -> None:
         await self.inodes.node(inode).setxattr(name, value)
 
-    async def listxattr(self, inode: int) -> list[str]:
-        return await self.inodes.node(inode).listxattr()
+    async def listxattr(self, inode: int, caller: Caller) -> list[str]:
+        names = await self.inodes.node(inode).listxattr()
+        if caller.uid != 0:  # trusted.* is for privileged callers only, as the kernel shows it
+            names = [name for name in names if not name.startswith("trusted.")]
+        return names
 
     async def removexattr(self, inode: int, name: str) -> None:
         await self.inodes.node(inode).removexattr(name)
@@ -228,8 +231,12 @@ class FsCore:
         except KeyError:
             raise NotFound(f"no open file {fh}") from None
 
-    async def open(self, inode: int, flags: int) -> Opened:
-        return self._opened(await self.inodes.node(inode).open(flags))
+    async def open(self, inode: int, flags: int, caller: Caller) -> Opened:
+        node = self.inodes.node(inode)
+        opened = self._opened(await node.open(flags))
+        if flags & os.O_TRUNC and caller.uid != 0:
+            await _drop_privileges(node)
+        return opened
 
     async def create(self, parent_inode: int, name: str, mode: int, flags: int, caller: Caller) -> tuple[Opened, Entry]:
         node, handle = await self.inodes.node(parent_inode).create(name, stat.S_IMODE(mode), flags, caller)
@@ -260,3 +267,12 @@ class FsCore:
             except Exception as exc:
                 failures.append(exc)
         return failures
+
+
+async def _drop_privileges(node: Node) -> None:
+    """A truncating open by an unprivileged caller clears setuid (and setgid of a group-executable
+    file), as truncate(2) does; the kernel leaves this to the filesystem for O_TRUNC."""
+    mode = (await node.attr()).mode
+    kill = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+    if mode & kill:
+        await node.setattr(SetAttr(mode=stat.S_IMODE(mode) & ~kill))

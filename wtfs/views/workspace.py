@@ -182,13 +182,15 @@ class WorkspaceNode(Node):
         perm = stat.S_IMODE(mode) & ~caller.umask
         if directory and setgid_dir:
             perm |= stat.S_ISGID
+        elif _strips_setgid(perm) and caller.uid != 0 and gid not in posix.groups_of(caller.pid, caller.gid):
+            perm &= ~stat.S_ISGID  # as the kernel does for a caller outside the file's group
         os.chmod(posix.proc_path(fd), perm)
 
     def _adopt(self, name: str, kind: int) -> WorkspaceNode:
         """Take a handle on what we just made; refuse if the name now holds something else."""
         fd = os.open(name, _HANDLE, dir_fd=self.fd)
         st = os.stat(fd)
-        if stat.S_IFMT(st.st_mode) != kind or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0:
+        if stat.S_IFMT(st.st_mode) != kind or st.st_uid != os.geteuid() or st.st_mode & 0o7777 & ~stat.S_ISGID:
             os.close(fd)
             raise RaceLost(f"{name} changed while it was being created")
         return self.tree.node_for(fd, st)
@@ -323,6 +325,11 @@ class WorkspaceNode(Node):
         path = self._xattr_path()
         await self.tree.before_change(self.fd)
         os.removexattr(path, name)
+
+
+def _strips_setgid(perm: int) -> bool:
+    """Setgid on a group-executable file is what the kernel strips for an outsider."""
+    return perm & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP
 
 
 def _list_handles(dir_fd: int) -> list[tuple[str, int, os.stat_result]]:
