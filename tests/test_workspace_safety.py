@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Session
-from tests.mounting import Mount
+from tests.mounting import Mount, wait_for
 
 pytestmark = pytest.mark.fuse
 
@@ -260,3 +260,27 @@ def test_workspace_outlives_a_tree_deeper_than_path_max(session: Session, tmp_pa
     finally:
         os.close(fd)
     shutil.rmtree(ws / name)
+
+
+def test_other_requests_are_served_while_a_version_gets_its_copy(session: Session, tmp_path: Path) -> None:
+    """Giving a version its own copy of a large file runs in a worker thread, off the loop:
+    a listing elsewhere answers while the open that caused the copy is still waiting for it."""
+    m, ws = workspace_mount(session, tmp_path)
+    (ws / "other").mkdir()
+    (ws / "other" / "x").write_text("x")
+    with open(ws / "big.bin", "wb") as f:
+        f.truncate(2 << 30)  # 2 GiB of zeros, copied byte for byte: seconds of disk work
+    os.mkdir(m.path / "versions" / "v1")
+    versions = tmp_path / "state" / "versions"
+    opened: list[int] = []
+    opener = threading.Thread(target=lambda: opened.append(os.open(m.path / "workspace" / "big.bin", os.O_WRONLY)))
+    opener.start()
+    try:
+        wait_for(lambda: list(versions.glob("*/workspace/.copy-*")), timeout=60, what="the version's copy to start")
+        assert os.listdir(m.path / "workspace" / "other") == ["x"]
+        assert opener.is_alive(), "the listing waited for the copy"
+    finally:
+        opener.join()
+        for fd in opened:
+            os.close(fd)
+    assert (m.path / "versions" / "v1" / "workspace" / "big.bin").stat().st_size == 2 << 30

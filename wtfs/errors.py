@@ -80,6 +80,34 @@ class NotEmpty(WtfsError):
     errno = errno.ENOTEMPTY
 
 
+class NotADirectory(WtfsError):
+    errno = errno.ENOTDIR
+
+
+class IsADirectory(WtfsError):
+    errno = errno.EISDIR
+
+
+class NotASymlink(WtfsError):
+    """readlink of something else: EINVAL, as readlink(2) says."""
+
+    errno = errno.EINVAL
+
+
+class NoAttribute(WtfsError):
+    errno = errno.ENODATA
+
+
+class NotSupported(WtfsError):
+    errno = errno.ENOTSUP
+
+
+class RaceLost(WtfsError):
+    """A name changed between creating it and taking a handle on it: nothing was given away."""
+
+    errno = errno.EAGAIN
+
+
 class SpecError(WtfsError):
     """A session spec or option that cannot be used; reported before anything mounts."""
 

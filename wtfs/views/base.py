@@ -6,34 +6,12 @@ Views know nothing of pyfuse3; the fs layer maps inodes onto ``Node`` objects an
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from ..errors import ReadOnly, WtfsError
-
-
-class NotADirectory(WtfsError):
-    errno = errno.ENOTDIR
-
-
-class IsADirectory(WtfsError):
-    errno = errno.EISDIR
-
-
-class NotASymlink(WtfsError):
-    errno = errno.EINVAL
-
-
-class NoAttribute(WtfsError):
-    errno = errno.ENODATA
-
-
-class NotSupported(WtfsError):
-    errno = errno.ENOTSUP
-
+from ..errors import IsADirectory, NoAttribute, NotADirectory, NotASymlink, NotSupported, ReadOnly
 
 #: Attribute and entry timeout for metadata that only changes through wtfs itself.
 STABLE_TTL = 60.0

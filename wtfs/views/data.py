@@ -10,9 +10,9 @@ import trio
 
 from ..catalog import CatalogDir, CatalogFile, CatalogLink, CatalogNode
 from ..dm import DataManager, Lock
-from ..errors import NotFound, ReadOnly
+from ..errors import NoAttribute, NotFound, ReadOnly
 from ..objects import ObjectRef
-from .base import Attr, FdFile, NoAttribute, Node, OpenFile, wants_write
+from .base import Attr, FdFile, Node, OpenFile, wants_write
 
 STATE_XATTR = "user.wtfs.state"
 OBJECT_XATTR = "user.wtfs.object"

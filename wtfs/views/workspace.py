@@ -27,7 +27,7 @@ from collections.abc import Callable
 import trio
 
 from .. import posix
-from ..errors import AccessDenied, WtfsError
+from ..errors import AccessDenied, RaceLost
 from .base import STABLE_INODE_BASE, Attr, Caller, Node, OpenFile, SetAttr, wants_write
 
 #: How long the kernel may keep a workspace entry's attributes: passthrough_ll's default. Changes
@@ -39,12 +39,6 @@ _NO_CREATE = ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW)
 
 InodeId = tuple[int, int]
 Unshare = Callable[[os.stat_result], None]
-
-
-class RaceLost(WtfsError):
-    """A name changed between creating it and taking a handle on it: nothing was given away."""
-
-    errno = errno.EAGAIN
 
 
 def attr_of(st: os.stat_result, ttl: float) -> Attr:
