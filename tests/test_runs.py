@@ -219,3 +219,11 @@ def test_invalid_run_name_is_refused(run_mount: Mount) -> None:
     result = wtfs("run", "create", str(run_mount.path), "--name", ".hidden")
     assert result.returncode == 1
     assert result.stderr.strip() == "wtfs: '.hidden': names starting with '.' are reserved"
+
+
+def test_run_create_through_the_mount_and_a_taken_name(run_mount: Mount) -> None:
+    first = wtfs("run", "create", str(run_mount.path), "--name", "twice")
+    assert first.returncode == 0 and "created run 'twice'" in first.stdout
+    again = wtfs("run", "create", str(run_mount.path), "--name", "twice")
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1 and "File exists" in again.stderr  # one line, no traceback

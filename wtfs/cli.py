@@ -151,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except WtfsError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # e.g. mkdir through the mount: EEXIST, EBUSY, EACCES
+        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 
@@ -282,7 +284,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.action == "create":
         spec = mounted_spec(args.mountpoint)
         versions, runs = session_stores(spec)
-        run = create_run(runs, versions, args.name, args.version)
+        if args.version is not None:
+            run = create_run(runs, versions, args.name, args.version)
+        else:  # a version may be taken first: through the mount, which knows the open files
+            name = check_name(args.name) if args.name else default_name({r.name for r in runs.all()})
+            os.mkdir(os.path.join(args.mountpoint, "runs", name))
+            run = runs.get(name)
         print(f"created run {run.name!r} of version {versions.by_id(run.version_id).name!r}")
         return 0
     spec, mountpoint, name = locate_run(args.run_path)
