@@ -7,6 +7,7 @@ nodes may address it by path; the user-writable workspace is reached by descript
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Hashable
@@ -15,6 +16,7 @@ import trio
 
 from ..errors import NotFound, ReadOnly
 from .base import Attr, FdFile, Node, OpenFile, wants_write
+from .workspace import attr_of as workspace_attr
 
 #: listings of versions/ and runs/ change through other processes (the CLI): never cached.
 LIVE_TTL = 0.0
@@ -22,17 +24,9 @@ _COPY_PREFIX = ".copy-"  # a version's private copy being made (store.versions)
 
 
 def attr_of(st: os.stat_result, ttl: float) -> Attr:
-    return Attr(
-        mode=st.st_mode,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        ctime_ns=st.st_ctime_ns,
-        atime_ns=st.st_atime_ns,
-        nlink=1 if not stat.S_ISDIR(st.st_mode) else st.st_nlink,  # links are the store's business
-        ttl=ttl,
-        uid=st.st_uid,
-        gid=st.st_gid,
-    )
+    """The disk's attributes, but one link per file: a version's links are the store's business."""
+    attr = workspace_attr(st, ttl)
+    return attr if stat.S_ISDIR(st.st_mode) else dataclasses.replace(attr, nlink=1)
 
 
 def join(rel: str, name: str) -> str:
