@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wtfs.procfs import pid_alive
+
 WTFS = [sys.executable, "-m", "wtfs"]
 
 
@@ -71,20 +73,7 @@ class Mount:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         pid = self.pid
         os.kill(pid, sig)
-        wait_for(lambda: not _alive(pid), what=f"daemon {pid} to die")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie child of ours still "exists": treat it as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+        wait_for(lambda: not pid_alive(pid), what=f"daemon {pid} to die")
 
 
 def mount(spec: Path, mountpoint: Path, *options: str) -> Mount:

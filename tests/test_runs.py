@@ -115,7 +115,7 @@ def test_cancel_kills_the_process_tree(run_mount: Mount) -> None:
     cancelled = wtfs("run", "cancel", str(run), "--grace", "2")
     assert cancelled.returncode == 0 and cancelled.stdout == "5 CANCELLED\n"
     assert status(run) == "5 CANCELLED\n"
-    from wtfs.store.executor import group_alive
+    from wtfs.procfs import group_alive
 
     assert not group_alive(pgid)
 
@@ -227,3 +227,13 @@ def test_run_create_through_the_mount_and_a_taken_name(run_mount: Mount) -> None
     again = wtfs("run", "create", str(run_mount.path), "--name", "twice")
     assert again.returncode == 1
     assert again.stderr.count("\n") == 1 and "File exists" in again.stderr  # one line, no traceback
+
+
+def test_a_version_a_run_takes_copies_files_open_for_writing(run_mount: Mount) -> None:
+    m = run_mount
+    (m.path / "workspace" / "data.txt").write_text("changed\n")  # so mkdir runs/ takes a version
+    with open(m.path / "workspace" / "data.txt", "r+b", buffering=0) as f:
+        os.mkdir(m.path / "runs" / "r")
+        f.write(b"CHANGED")
+    version = os.readlink(m.path / "runs" / "r" / "version").rsplit("/", 1)[1]
+    assert (m.path / "versions" / version / "workspace" / "data.txt").read_text() == "changed\n"

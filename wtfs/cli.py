@@ -16,16 +16,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import mounttable, runtime, watch
+from . import cache_commands, mounttable, runtime
 from .config import Spec, load_spec
-from .dm.records import pid_alive
 from .errors import MountError, SpecError, WtfsError
 from .log import setup_logging
+from .procfs import pid_alive
 from .store import RunStore, session_stores
 from .store.executor import cancel, command_for, execute
-from .store.runs import Run, RunStatus
+from .store.runs import Run, RunStatus, create_run
 from .store.versions import Unchanged, check_name, default_name, version_store
-from .views.runs import create_run
 
 COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch", "check"}
 EXIT_FAILED = 1
@@ -133,15 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "status":
-            return watch.show_status(args.mountpoint, args.cache_dir, args.json, args.watch, args.interval)
+            return cache_commands.show_status(args.mountpoint, args.cache_dir, args.json, args.watch, args.interval)
         if args.command == "cache":
             if args.action == "ls":
-                return watch.cache_ls(args.cache_dir, args.json)
+                return cache_commands.cache_ls(args.cache_dir, args.json)
             if args.action == "gc":
-                return watch.cache_gc(args.cache_dir, args.dry_run)
-            return watch.cache_evict(args.paths)
+                return cache_commands.cache_gc(args.cache_dir, args.dry_run)
+            return cache_commands.cache_evict(args.paths)
         if args.command == "prefetch":
-            return watch.prefetch(args.paths, args.wait)
+            return cache_commands.prefetch(args.paths, args.wait)
         if args.command == "check":
             healthy, reason = mounttable.check(args.mountpoint, args.timeout)
             print(f"{args.mountpoint}: {reason}", file=sys.stdout if healthy else sys.stderr)

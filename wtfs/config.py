@@ -6,11 +6,12 @@ anything is mounted.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,30 @@ SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 #: URL schemes of entries and whether their provider exists in this build.
 SUPPORTED_SCHEMES = {"http", "https", "file", "local", ""}
 KNOWN_SCHEMES = SUPPORTED_SCHEMES | {"globus"}
+
+
+# ---------------------------------------------------------------------------------------------
+# keys: a field is filled from the spec key of its name unless its metadata says otherwise
+
+#: Not read from the spec (filled by the loader or the command line).
+_NOT_IN_SPEC: dict[str, Any] = {"key": None}
+#: A spec key that no ``-o key=value`` sets: lists, and the mountpoint (the command line's).
+_NOT_AN_OPTION: dict[str, Any] = {"option": False}
+
+
+def _spelled(key: str) -> dict[str, Any]:
+    """The spec spells this field's key otherwise (the references' camelCase)."""
+    return {"key": key}
+
+
+def _section(cls: type) -> dict[str, Any]:
+    """A ``[table]`` of its own, filling ``cls``; ``-o table.key=value`` sets one of its keys."""
+    return {"section": cls, "option": False}
+
+
+def _inline(cls: type) -> dict[str, Any]:
+    """``cls``'s keys sit in this field's table, beside its own."""
+    return {"inline": cls}
 
 
 @dataclass(frozen=True)
@@ -46,7 +71,7 @@ class Secrets:
 @dataclass(frozen=True)
 class GirderSettings:
     api_url: str
-    secrets: Secrets = Secrets()
+    secrets: Secrets = field(default=Secrets(), metadata=_inline(Secrets))
 
 
 @dataclass(frozen=True)
@@ -62,7 +87,7 @@ class GlobusSettings:
 @dataclass(frozen=True)
 class WholeTaleSettings:
     api_url: str
-    secrets: Secrets = Secrets()
+    secrets: Secrets = field(default=Secrets(), metadata=_inline(Secrets))
     session_id: str | None = None
     tale_id: str | None = None
 
@@ -71,11 +96,11 @@ class WholeTaleSettings:
 class Entry:
     """One ``[[dataset]]`` entry: where it mounts and where its bytes come from."""
 
-    index: int
-    mount_path: str
+    index: int = field(metadata=_NOT_IN_SPEC)
+    mount_path: str = field(metadata=_spelled("mountPath"))
     url: str | None = None
-    item_id: str | None = None
-    folder_id: str | None = None
+    item_id: str | None = field(default=None, metadata=_spelled("itemId"))
+    folder_id: str | None = field(default=None, metadata=_spelled("folderId"))
     size: int | None = None
     sha256: str | None = None
 
@@ -103,58 +128,53 @@ class MountOptions:
 
 @dataclass(frozen=True)
 class Spec:
-    path: Path
+    path: Path = field(metadata=_NOT_IN_SPEC)
     name: str
     workspace: Path | None
     state_dir: Path
-    mountpoint: Path | None
+    mountpoint: Path | None = field(metadata=_NOT_AN_OPTION)
     cache_dir: Path
     stall_timeout: float = 60.0
     metadata_ttl: float = 60.0
-    cache: CacheSettings = CacheSettings()
-    girder: GirderSettings | None = None
-    globus: GlobusSettings | None = None
-    wholetale: WholeTaleSettings | None = None
-    dataset: tuple[Entry, ...] = ()
-    local_roots: tuple[Path, ...] = ()  # where a Girder item's local meta.phys_path may point
-    mount: MountOptions = field(default_factory=MountOptions)
-    options: tuple[str, ...] = ()  # the -o options given, so a CLI can reload the same spec
+    cache: CacheSettings = field(default=CacheSettings(), metadata=_section(CacheSettings))
+    girder: GirderSettings | None = field(default=None, metadata=_section(GirderSettings))
+    globus: GlobusSettings | None = field(default=None, metadata=_section(GlobusSettings))
+    wholetale: WholeTaleSettings | None = field(default=None, metadata=_section(WholeTaleSettings))
+    dataset: tuple[Entry, ...] = field(default=(), metadata={"also": ("dataSet",), "option": False})
+    #: where a Girder item's local meta.phys_path may point
+    local_roots: tuple[Path, ...] = field(default=(), metadata=_NOT_AN_OPTION)
+    mount: MountOptions = field(default_factory=MountOptions, metadata=_NOT_IN_SPEC)
+    #: the -o options given, so a CLI can reload the same spec
+    options: tuple[str, ...] = field(default=(), metadata=_NOT_IN_SPEC)
 
 
-# ---------------------------------------------------------------------------------------------
-# keys
+def _key(f: Field[Any]) -> str | None:
+    key: str | None = f.metadata.get("key", f.name)
+    return key
 
-_TOP_KEYS = {
-    "name",
-    "mountpoint",
-    "workspace",
-    "state_dir",
-    "cache_dir",
-    "stall_timeout",
-    "metadata_ttl",
-    "cache",
-    "girder",
-    "globus",
-    "wholetale",
-    "dataset",
-    "dataSet",
-    "local_roots",
-}
-#: Top-level keys that are no ``-o key=value`` option: tables, lists, and the mountpoint (the command line's).
-_STRUCTURED_KEYS = {"cache", "girder", "globus", "wholetale", "dataset", "dataSet", "mountpoint", "local_roots"}
-_CACHE_KEYS = {"capacity", "gc_interval", "gc_start_fraction", "gc_end_fraction"}
-_SECRET_KEYS = {"api_key_env", "api_key_file", "token_file"}
-_GIRDER_KEYS = {"api_url"} | _SECRET_KEYS
-_GLOBUS_KEYS = {
-    "local_endpoint",
-    "staging_path",
-    "staging_dir",
-    "client_id_env",
-    "client_secret_env",
-    "refresh_token_file",
-}
-_WHOLETALE_KEYS = {"api_url", "session_id", "tale_id"} | _SECRET_KEYS
-_ENTRY_KEYS = {"mountPath", "url", "itemId", "folderId", "size", "sha256"}
+
+@functools.cache
+def spec_keys(cls: type) -> frozenset[str]:
+    """Every key a spec table filling ``cls`` may hold, so a new field is a new key."""
+    keys: set[str] = set()
+    for f in fields(cls):
+        if "inline" in f.metadata:
+            keys |= spec_keys(f.metadata["inline"])
+        elif (key := _key(f)) is not None:
+            keys |= {key, *f.metadata.get("also", ())}
+    return frozenset(keys)
+
+
+def _required_keys(cls: type) -> list[str]:
+    """The keys of fields without a default, in their order."""
+    required = (f for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
+    return [key for f in required if (key := _key(f)) is not None]
+
+
+#: ``[section]`` name -> the dataclass it fills.
+_SECTIONS: dict[str, type] = {f.name: f.metadata["section"] for f in fields(Spec) if "section" in f.metadata}
+#: Top-level keys that ``-o key=value`` may set.
+_OPTION_KEYS = {key for f in fields(Spec) if (key := _key(f)) is not None and f.metadata.get("option", True)}
 
 #: fstab/mount(8) options accepted and ignored, as sshfs and rclone do.
 IGNORED_OPTIONS = {
@@ -163,10 +183,10 @@ IGNORED_OPTIONS = {
     "default_permissions",  # always in effect: the kernel checks permissions
 }  # fmt: skip
 IGNORED_OPTION_PREFIXES = ("x-systemd.", "x-", "comment=")
-_MOUNT_FLAGS = {"allow_other", "auto_unmount", "ro", "suid", "dev"}
+_MOUNT_FLAGS = {f.name for f in fields(MountOptions) if isinstance(f.default, bool)}
 #: ``noX`` turns flag X off again; the last of ``suid``/``nosuid`` given wins, as in mount(8).
 _NEGATED_FLAGS = {"nosuid": "suid", "nodev": "dev"}
-_MOUNT_INTS = {"uid", "gid", "umask"}
+_MOUNT_INTS = {f.name for f in fields(MountOptions)} - _MOUNT_FLAGS
 
 
 def default_cache_dir() -> Path:
@@ -238,11 +258,11 @@ def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any],
                 flags[_NEGATED_FLAGS[key]] = False
             elif key in _MOUNT_INTS and eq:
                 flags[key] = _int_option(key, value)
-            elif key in _CACHE_KEYS and eq:
+            elif key in spec_keys(CacheSettings) and eq:
                 overrides[f"cache.{key}"] = value
             elif key == "local_roots":
                 raise SpecError("-o", key, "is a list: give it in the spec file")
-            elif key in _TOP_KEYS - _STRUCTURED_KEYS:
+            elif key in _OPTION_KEYS:
                 if not eq:
                     raise SpecError("-o", key, "needs a value (key=value)")
                 overrides[key] = value
@@ -262,13 +282,7 @@ def _int_option(key: str, value: str) -> int:
 
 def _is_section_key(key: str) -> bool:
     section, _, sub = key.partition(".")
-    allowed = {
-        "cache": _CACHE_KEYS,
-        "girder": _GIRDER_KEYS,
-        "globus": _GLOBUS_KEYS,
-        "wholetale": _WHOLETALE_KEYS,
-    }
-    return sub in allowed.get(section, set())
+    return section in _SECTIONS and sub in spec_keys(_SECTIONS[section])
 
 
 class _Loader:
@@ -282,7 +296,7 @@ class _Loader:
         return SpecError(self.where, key, fault)
 
     def spec(self, raw: dict[str, Any], spec_path: Path) -> Spec:
-        self.unknown(raw, _TOP_KEYS, "")
+        self.unknown(raw, Spec, "")
         name = self.string(raw, "name", "", default=spec_path.stem)
         if not NAME_RE.match(name):
             raise self.fail("name", f"{name!r} is not a valid name ([A-Za-z0-9._-]+)")
@@ -326,7 +340,7 @@ class _Loader:
 
     def cache(self, raw: dict[str, Any] | None) -> CacheSettings:
         raw = raw or {}
-        self.unknown(raw, _CACHE_KEYS, "cache.")
+        self.unknown(raw, CacheSettings, "cache.")
         defaults = CacheSettings()
         try:
             capacity = parse_size(raw.get("capacity", defaults.capacity))
@@ -340,8 +354,7 @@ class _Loader:
         return CacheSettings(capacity, interval, start, end)
 
     def secrets(self, raw: dict[str, Any], prefix: str) -> Secrets:
-        given = [key for key in _SECRET_KEYS if key in raw]
-        if not given:
+        if spec_keys(Secrets).isdisjoint(raw):
             raise self.fail(prefix + "api_key_env", "one of api_key_env, api_key_file, token_file is needed")
         return Secrets(
             api_key_env=self.string(raw, "api_key_env", prefix),
@@ -352,13 +365,13 @@ class _Loader:
     def girder(self, raw: dict[str, Any] | None) -> GirderSettings | None:
         if raw is None:
             return None
-        self.unknown(raw, _GIRDER_KEYS, "girder.")
+        self.unknown(raw, GirderSettings, "girder.")
         return GirderSettings(self.url(raw, "api_url", "girder."), self.secrets(raw, "girder."))
 
     def wholetale(self, raw: dict[str, Any] | None) -> WholeTaleSettings | None:
         if raw is None:
             return None
-        self.unknown(raw, _WHOLETALE_KEYS, "wholetale.")
+        self.unknown(raw, WholeTaleSettings, "wholetale.")
         return WholeTaleSettings(
             api_url=self.url(raw, "api_url", "wholetale."),
             secrets=self.secrets(raw, "wholetale."),
@@ -369,10 +382,8 @@ class _Loader:
     def globus(self, raw: dict[str, Any] | None) -> GlobusSettings | None:
         if raw is None:
             return None
-        self.unknown(raw, _GLOBUS_KEYS, "globus.")
-        for key in ("local_endpoint", "staging_path", "staging_dir"):
-            if key not in raw:
-                raise self.fail(f"globus.{key}", "is required")
+        self.unknown(raw, GlobusSettings, "globus.")
+        self.required(raw, GlobusSettings, "globus.")
         staging_dir = self.path(raw, "staging_dir", "globus.")
         assert staging_dir is not None
         return GlobusSettings(
@@ -395,9 +406,8 @@ class _Loader:
         prefix = f"dataset[{index}]."
         if not isinstance(raw, dict):
             raise self.fail(f"dataset[{index}]", "must be a table")
-        self.unknown(raw, _ENTRY_KEYS, prefix)
-        if "mountPath" not in raw:
-            raise self.fail(prefix + "mountPath", "is required")
+        self.unknown(raw, Entry, prefix)
+        self.required(raw, Entry, prefix)
         mount_path = normalize_mount_path(self.string(raw, "mountPath", prefix) or "")
         if mount_path is None:
             raise self.fail(prefix + "mountPath", f"{raw['mountPath']!r} is not an absolute path below /")
@@ -473,10 +483,15 @@ class _Loader:
 
     # -- scalars ----------------------------------------------------------------------------
 
-    def unknown(self, raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    def unknown(self, raw: dict[str, Any], cls: type, prefix: str) -> None:
         for key in raw:
-            if key not in allowed:
+            if key not in spec_keys(cls):
                 raise self.fail(prefix + key, "unknown key")
+
+    def required(self, raw: dict[str, Any], cls: type, prefix: str) -> None:
+        for key in _required_keys(cls):
+            if key not in raw:
+                raise self.fail(prefix + key, "is required")
 
     def table(self, raw: dict[str, Any], key: str) -> dict[str, Any] | None:
         value = raw.get(key)

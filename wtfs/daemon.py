@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from .catalog.girder import GIRDER_SCHEME, GirderContext
 from .catalog.girder_api import GirderApi, read_secret
 from .catalog.nodes import CatalogDir
 from .catalog.wholetale import session_tree
-from .config import GlobusSettings, Spec
+from .config import GlobusSettings, Spec, WholeTaleSettings
 from .dm import EmbeddedDataManager
 from .dm.base import SessionDataManager
 from .dm.wholetale import WholeTaleDataManager
@@ -39,11 +40,13 @@ from .providers.girder import GirderProvider
 from .providers.globus import GlobusProvider, check_staging, transfer_client
 from .providers.http import make_client, probe_size
 from .store import session_stores
+from .store.local import LocalRuns, LocalVersions
+from .store.repos import RunRepo, VersionRepo
+from .store.wholetale import tale_repos
 from .views import DataContext, DataDir, Node, StaticDirNode
 from .views.control import GeneratedFile
 from .views.runs import RunsDir
 from .views.versions import VersionsDir
-from .views.wholetale import WtCollection, WtContext
 from .views.workspace import WorkspaceTree
 
 log = logging.getLogger("wtfs")
@@ -172,7 +175,8 @@ async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
 
     The daemon serves this through FUSE; tests drive the same core in-process."""
     async with make_client(spec.stall_timeout) as client, trio.open_nursery() as nursery:
-        dm, catalog = await _data_backend(spec, mountpoint, client, nursery)
+        backend = await _data_backend(spec, mountpoint, client, nursery)
+        dm, catalog = backend.dm, backend.catalog
         session: Session | None = None
         try:
             data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
@@ -183,7 +187,7 @@ async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
                     "transfers.json": GeneratedFile.json(".wtfs/transfers.json", lambda: _transfers(dm)),
                 },
             )
-            trees = await _session_trees(spec) if spec.wholetale is None else _tale_trees(spec, dm)
+            trees = await backend.trees()
             posix.raise_fd_limit()  # every workspace inode the kernel holds keeps a handle open
             root = StaticDirNode("root", {"data": data, **trees}, hidden={".wtfs": control})
             session = Session(FsCore(root, _presentation(spec)), dm)
@@ -228,30 +232,63 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
     log.info("unmounted %s", mountpoint)
 
 
-async def _data_backend(
-    spec: Spec, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery
-) -> tuple[SessionDataManager, CatalogDir]:
-    """The data manager chosen by the spec, started, and the data tree it serves."""
+@dataclass(frozen=True)
+class Backend:
+    """What the spec's mode serves: its data manager (started), data/, and the session's other
+    trees (workspace/, versions/, runs/), built once the data manager runs."""
+
+    dm: SessionDataManager
+    catalog: CatalogDir
+    trees: Callable[[], Awaitable[dict[str, Node]]]
+
+
+async def _data_backend(spec: Spec, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery) -> Backend:
+    """The backend chosen by the spec, its data manager started."""
     if spec.wholetale is not None:
-        settings = spec.wholetale
-        api_key, token = read_secret(settings.secrets, str(spec.path), "wholetale")
-        api = GirderApi(client, settings.api_url, api_key, token)
-        await _login(api, token, settings.api_url)
-        owner = f"wtfs:{socket.gethostname()}:{mountpoint}"
-        wt = WholeTaleDataManager(
-            api, spec.cache_dir, owner, spec.stall_timeout, settings.session_id, spec.dataset, settings.tale_id
-        )
-        try:
-            await wt.start(nursery)
-        except WtfsError as exc:
-            raise MountError(f"{settings.api_url}: {exc}") from None
-        tree = session_tree(wt.session, api, spec.metadata_ttl)
+        return await _wholetale_backend(spec, spec.wholetale, mountpoint, client, nursery)
+    return await _embedded_backend(spec, mountpoint, client, nursery)
 
-        def rebuild(session: dict[str, Any]) -> None:
-            tree.entries = session_tree(session, api, spec.metadata_ttl).entries
 
-        wt.on_session_change = rebuild
-        return wt, tree
+async def _wholetale_backend(
+    spec: Spec, settings: WholeTaleSettings, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery
+) -> Backend:
+    """A server's data manager; versions/ and runs/ are the tale's, when the spec names one."""
+    api_key, token = read_secret(settings.secrets, str(spec.path), "wholetale")
+    api = GirderApi(client, settings.api_url, api_key, token)
+    await _login(api, token, settings.api_url)
+    owner = f"wtfs:{socket.gethostname()}:{mountpoint}"
+    wt = WholeTaleDataManager(
+        api, spec.cache_dir, owner, spec.stall_timeout, settings.session_id, spec.dataset, settings.tale_id
+    )
+    try:
+        await wt.start(nursery)
+    except WtfsError as exc:
+        raise MountError(f"{settings.api_url}: {exc}") from None
+    return Backend(wt, _followed_session(wt, spec.metadata_ttl), _tale_trees(api, settings.tale_id, wt.cache.tmp))
+
+
+def _followed_session(wt: WholeTaleDataManager, ttl: float) -> CatalogDir:
+    """data/ of the server's session, rebuilt whenever the session's data set changes."""
+    tree = session_tree(wt.session, wt.api, ttl)
+
+    def rebuild(session: dict[str, Any]) -> None:
+        tree.entries = session_tree(session, wt.api, ttl).entries
+
+    wt.on_session_change = rebuild
+    return tree
+
+
+def _tale_trees(api: GirderApi, tale_id: str | None, scratch: Path) -> Callable[[], Awaitable[dict[str, Node]]]:
+    """versions/ and runs/ of the tale, kept by the server; none without a tale."""
+
+    async def trees() -> dict[str, Node]:
+        return {} if tale_id is None else _repo_trees(*tale_repos(api, tale_id, scratch))
+
+    return trees
+
+
+async def _embedded_backend(spec: Spec, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery) -> Backend:
+    """This host's data manager and providers; workspace/, versions/ and runs/ kept here."""
     http = HttpProvider(client)
     providers = default_providers(http)
     girder = await _girder(spec, client)
@@ -262,11 +299,12 @@ async def _data_backend(
     dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
     await dm.start(nursery)
     try:
-        return dm, await build_catalog(spec, lambda url: probe_size(client, url), girder)
+        catalog = await build_catalog(spec, lambda url: probe_size(client, url), girder)
     except BaseException:
         with trio.CancelScope(shield=True):
             await dm.stop()
         raise
+    return Backend(dm, catalog, lambda: _session_trees(spec))
 
 
 def _globus(spec: Spec, settings: GlobusSettings) -> GlobusProvider:
@@ -301,13 +339,8 @@ async def _transfers(dm: SessionDataManager) -> list[dict[str, Any]]:
     return transfers
 
 
-def _tale_trees(spec: Spec, dm: SessionDataManager) -> dict[str, Node]:
-    """versions/ and runs/ of the tale, owned by the WholeTale server."""
-    assert spec.wholetale is not None and isinstance(dm, WholeTaleDataManager)
-    if spec.wholetale.tale_id is None:
-        return {}
-    ctx = WtContext(dm.api, spec.wholetale.tale_id, dm.cache.tmp)
-    return {"versions": WtCollection("version", ctx), "runs": WtCollection("run", ctx)}
+def _repo_trees(versions: VersionRepo, runs: RunRepo) -> dict[str, Node]:
+    return {"versions": VersionsDir(versions), "runs": RunsDir(runs)}
 
 
 async def _session_trees(spec: Spec) -> dict[str, Node]:
@@ -319,11 +352,8 @@ async def _session_trees(spec: Spec) -> dict[str, Node]:
     for orphan in await trio.to_thread.run_sync(runs.prepare):
         log.warning("run %r was left %s by an executor that died: marked FAILED", orphan.name, orphan.status.name)
     workspace = WorkspaceTree(str(spec.workspace), unshare=versions.unshare, devices=spec.mount.dev)
-    return {
-        "workspace": workspace.root,
-        "versions": VersionsDir(versions, copy_if=workspace.open_for_writing),
-        "runs": RunsDir(runs, versions),
-    }
+    copy_if = workspace.open_for_writing  # files open for writing are copied into a version, not linked
+    return {"workspace": workspace.root, **_repo_trees(LocalVersions(versions, copy_if), LocalRuns(runs, copy_if))}
 
 
 async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import threading
 
+from .procfs import pid_alive
+
 
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal."""
@@ -55,7 +57,6 @@ def fusermount(path: str, lazy: bool = False) -> tuple[bool, str]:
 def check(mountpoint: str, timeout: float = 10.0) -> tuple[bool, str]:
     """Is the wtfs mount at ``mountpoint`` healthy? (for monitoring and ExecStartPost)"""
     from . import runtime
-    from .dm.records import pid_alive
 
     path = os.path.abspath(mountpoint)
     fstype = mount_fstype(path)

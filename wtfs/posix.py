@@ -60,19 +60,6 @@ def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def groups_of(pid: int, gid: int) -> set[int]:
-    """A process's groups (its gid and supplementary groups), from /proc; just ``gid`` if gone."""
-    groups = {gid}
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("Groups:"):
-                    groups.update(int(g) for g in line.split()[1:])
-    except OSError:
-        pass
-    return groups
-
-
 def raise_fd_limit() -> int:
     """Raise RLIMIT_NOFILE as far as allowed: every workspace inode the kernel knows holds a handle."""
     import resource

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import trio
 
 from ..config import Secrets
 from ..errors import AccessDenied, Busy, Exists, NotFound, SpecError, TransferFailed, WtfsError
+from ..retry import Backoff
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 4
-BACKOFF = 0.25
+RETRY = Backoff(0.25, attempts=4)
 
 
 def read_secret(secrets: Secrets, where: str, section: str) -> tuple[str | None, str | None]:
@@ -87,8 +86,7 @@ class GirderApi:
         form: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One call, retried with backoff on connection errors and (unless a POST) 5xx; bounded."""
-        delay = BACKOFF
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in RETRY.tries():
             try:
                 response = await self.client.request(
                     method,
@@ -102,11 +100,10 @@ class GirderApi:
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 problem = type(exc).__name__
-            if attempt == ATTEMPTS:
-                raise TransferFailed(f"{self.api_url}: Girder unreachable ({problem}) after {attempt} attempts")
-            log.info("Girder %s %s: %s; retrying in %.2fs", method, path, problem, delay)
-            await trio.sleep(delay)
-            delay *= 2
+            if attempt.last:
+                raise TransferFailed(f"{self.api_url}: Girder unreachable ({problem}) after {attempt.number} attempts")
+            log.info("Girder %s %s: %s; retrying in %.2fs", method, path, problem, attempt.delay)
+            await attempt.pause()
         raise AssertionError("unreachable")
 
     async def call(self, method: str, path: str, params: dict[str, Any] | None = None, what: str = "") -> Any:

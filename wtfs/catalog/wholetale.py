@@ -1,15 +1,18 @@
 """data/ of a WholeTale session: mount points from ``GET /dm/session/{id}?loadObjects=true``,
 folders from ``GET /dm/fs/{id}/listing``. The data manager's one-file-per-item model: an item
-is a file of the item's size."""
+is a file of the item's size. And the one streaming download of a file's bytes from the server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
 import cachetools
+import httpx
 
 from ..config import normalize_mount_path
+from ..errors import TransferFailed
 from ..objects import ObjectRef
 from .build import place
 from .girder import safe_name, timestamp_ns, unique_names
@@ -64,3 +67,17 @@ def session_tree(session: dict[str, Any], api: GirderApi, ttl: float) -> StaticD
         node.name = name
         place(root, mount_path, node)
     return root
+
+
+async def download(api: GirderApi, path: str, write: Callable[[bytes], None], what: str) -> None:
+    """Stream ``GET path`` into ``write`` as it arrives, in one plain stream: the server's
+    downloads (``dm/lock/{id}/download``, ``item/{id}/download``) may ignore Range and send no
+    Content-Length, so there is nothing to resume. Any failure is TransferFailed (EIO)."""
+    try:
+        async with api.client.stream("GET", f"{api.api_url}/{path}", headers=api.headers()) as response:
+            if response.status_code != 200:
+                raise TransferFailed(f"{what}: HTTP {response.status_code}")
+            async for chunk in response.aiter_raw():
+                write(chunk)
+    except httpx.HTTPError as exc:
+        raise TransferFailed(f"{what}: {type(exc).__name__}") from None

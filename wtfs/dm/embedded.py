@@ -22,6 +22,7 @@ from ..config import CacheSettings
 from ..errors import Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
 from ..objects import ObjectRef
 from ..providers import Providers, Sink
+from ..retry import Backoff
 from . import gc
 from .base import Lock
 from .cache import HostCache
@@ -35,6 +36,8 @@ T = TypeVar("T")
 LEASE_SECONDS = 30.0
 RENEW_SECONDS = 5.0
 PROGRESS_SECONDS = 0.5
+#: How often a transfer another daemon owns is looked at: soon at first, then every half second.
+FOREIGN_POLL = Backoff(0.05, maximum=0.5)
 
 
 @dataclass
@@ -234,7 +237,6 @@ class EmbeddedDataManager:
             landing.done.set()
 
     async def _land_once(self, obj: ObjectRef) -> str:
-        poll = 0.05
         while True:
             claim: Claim = await self._db(self.records.claim, obj, self.daemon_id, self.session, self.cache.is_cached)
             if claim.kind == "cached":
@@ -242,11 +244,11 @@ class EmbeddedDataManager:
             assert claim.transfer_id is not None
             if claim.kind == "mine":
                 return await self._transfer(obj, claim.transfer_id)
-            await self._await_foreign(claim.transfer_id, poll)
+            await self._await_foreign(claim.transfer_id)
 
-    async def _await_foreign(self, transfer_id: int, poll: float) -> None:
+    async def _await_foreign(self, transfer_id: int) -> None:
         """Another daemon fetches it: wait until it lands, fails, or that daemon dies."""
-        while True:
+        for attempt in FOREIGN_POLL.tries():
             state = await self._db(self.records.transfer_state, transfer_id)
             if state.status == TransferStatus.DONE or not state.owner_alive:
                 return
@@ -254,8 +256,7 @@ class EmbeddedDataManager:
                 if state.errno is None:
                     return  # interrupted, not failed: claim it again
                 raise from_errno(state.errno, state.error or "transfer failed")
-            await trio.sleep(poll)
-            poll = min(poll * 2, 0.5)
+            await attempt.pause()
 
     async def _transfer(self, obj: ObjectRef, transfer_id: int) -> str:
         provider = self.providers.for_object(obj)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..objects import ObjectRef
+from ..procfs import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -77,21 +78,6 @@ class TransferState:
     owner_alive: bool
     error: str | None
     errno: int | None
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 class CacheRecords:

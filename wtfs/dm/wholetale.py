@@ -18,20 +18,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from ..catalog.girder_api import GirderApi
+from ..catalog.wholetale import download
 from ..config import Entry
 from ..errors import AccessDenied, Interrupted, Stalled, TransferFailed, WtfsError
 from ..objects import ObjectRef
 from ..providers.base import Sink
+from ..retry import Backoff
 from .base import Lock
 from .cache import HostCache
 
 log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 1.0
+#: Polls of the server's copy: 0.1 s doubling to 1 s, ended by the stall timeout.
+CACHED_POLL = Backoff(0.1, maximum=1.0)
 
 
 class WholeTaleDataManager:
@@ -162,8 +165,8 @@ class WholeTaleDataManager:
 
     async def _until_cached(self, obj: ObjectRef, item: str) -> dict[str, Any]:
         """Poll the item until the server has it cached; fail on its transfer error or a stall."""
-        delay, last, progress_at = 0.1, -1, trio.current_time()
-        while True:
+        last, progress_at = -1, trio.current_time()
+        for attempt in CACHED_POLL.tries():
             raw = await self.api.get(f"dm/fs/{item}/raw", what=f"item {item}")
             dm = raw.get("dm") or {}
             if dm.get("cached"):
@@ -177,8 +180,8 @@ class WholeTaleDataManager:
                 last, progress_at = done, trio.current_time()
             elif trio.current_time() - progress_at > self.stall_timeout:
                 raise Stalled(f"item {item}: no progress on the server for {self.stall_timeout:g}s")
-            await trio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await attempt.pause()
+        raise AssertionError("unbounded polls end by return or raise")  # pragma: no cover
 
     async def _bytes(self, obj: ObjectRef, lock: Lock, dm: dict[str, Any]) -> str:
         """The server's copy where this host sees it; else one download into the local cache."""
@@ -199,19 +202,10 @@ class WholeTaleDataManager:
 
     async def _download(self, obj: ObjectRef, lock: Lock) -> None:
         fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, "wt", int(time.time() * 1000))
-        sink = Sink(fd, lambda n: None, str(temp))
-        url = f"{self.api.api_url}/dm/lock/{lock.id}/download"
+        path = f"dm/lock/{lock.id}/download"
         try:
-            # the server ignores Range here and sends no Content-Length: one plain stream
-            async with self.api.client.stream("GET", url, headers=self.api.headers()) as response:
-                if response.status_code != 200:
-                    raise TransferFailed(f"{url}: HTTP {response.status_code}")
-                async for chunk in response.aiter_raw():
-                    sink.write(chunk)
+            await download(self.api, path, Sink(fd, lambda n: None, str(temp)).write, f"{self.api.api_url}/{path}")
             await trio.to_thread.run_sync(self.cache.commit, fd, temp, obj, None)
-        except httpx.HTTPError as exc:
-            self.cache.discard(temp)
-            raise TransferFailed(f"{url}: {type(exc).__name__}") from None
         except BaseException:
             self.cache.discard(temp)
             raise

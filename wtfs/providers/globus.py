@@ -25,6 +25,7 @@ import trio
 from ..config import GlobusSettings
 from ..errors import AccessDenied, NotFound, SpecError, TransferFailed, WtfsError
 from ..objects import ObjectRef
+from ..retry import Backoff
 from .base import Sink
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,7 @@ class GlobusProvider:
         self._make_client = client
         self._client: globus_sdk.TransferClient | None = None
         self.limiter = trio.CapacityLimiter(4)
-        self.poll_initial = poll_initial
-        self.poll_max = poll_max
+        self.poll = Backoff(poll_initial, maximum=poll_max)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -135,8 +135,7 @@ class GlobusProvider:
             raise
 
     async def _await_task(self, tc: globus_sdk.TransferClient, task_id: str, obj: ObjectRef, sink: Sink) -> None:
-        delay = self.poll_initial
-        while True:
+        for attempt in self.poll.tries():
             try:
                 task = await self._call(tc.get_task, task_id)
             except globus_sdk.GlobusAPIError as exc:
@@ -152,8 +151,7 @@ class GlobusProvider:
             if status == "INACTIVE":
                 reason = task.get("nice_status") or "credentials expired"
                 raise TransferFailed(f"{obj.source}: Globus task {task_id} is INACTIVE ({reason})")
-            await trio.sleep(delay)
-            delay = min(delay * 2, self.poll_max)
+            await attempt.pause()
 
     @staticmethod
     def _task_error(obj: ObjectRef, task_id: str, task: Any) -> WtfsError:

@@ -12,6 +12,7 @@ import trio
 
 from ..errors import AccessDenied, NotFound, TransferFailed, WtfsError
 from ..objects import ObjectRef
+from ..retry import Backoff
 from .base import Sink
 
 log = logging.getLogger(__name__)
@@ -62,25 +63,24 @@ class HttpProvider:
 
     def __init__(self, client: httpx.AsyncClient, attempts: int = 5, backoff: float = 0.25) -> None:
         self.client = client
-        self.attempts = attempts
-        self.backoff = backoff
+        self.retry = Backoff(backoff, maximum=5.0, attempts=attempts)
 
     async def fetch(self, obj: ObjectRef, sink: Sink, url: str | None = None, headers: Headers | None = None) -> None:
         """Fetch ``url`` (default: the object's source) with ``headers()`` on every attempt."""
         url = url or obj.source
-        delay = self.backoff
-        for attempt in range(1, self.attempts + 1):
+        for attempt in self.retry.tries():
             if obj.size is not None and sink.offset >= obj.size > 0:
                 return  # all there: never ask for a range past the end (Girder would resend it all)
             try:
                 await self._attempt(url, sink, headers() if headers else {})
                 return
             except (_Retry, httpx.TransportError) as exc:
-                if attempt == self.attempts:
-                    raise TransferFailed(f"{obj.source}: {_describe(exc)} after {attempt} attempts") from None
-                log.info("%s: %s; retrying in %.2fs (attempt %d)", obj.source, _describe(exc), delay, attempt)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                if attempt.last:
+                    raise TransferFailed(f"{obj.source}: {_describe(exc)} after {attempt.number} attempts") from None
+                log.info(
+                    "%s: %s; retrying in %.2fs (attempt %d)", obj.source, _describe(exc), attempt.delay, attempt.number
+                )
+                await attempt.pause()
 
     async def _attempt(self, url: str, sink: Sink, extra: dict[str, str]) -> None:
         headers = {"Accept-Encoding": "identity", **extra}

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import WtfsError
+from ..procfs import group_alive
 from .runs import ACTIVE, Run, RunStatus, RunStore
 
 
@@ -65,21 +66,6 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
             return proc.wait()
         except InterruptedError:
             continue
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any live (non-zombie) process is in process group ``pgid``."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
 
 
 def cancel(runs: RunStore, run_id: str, grace: float = 10.0) -> Run:

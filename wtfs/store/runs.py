@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..dm.records import pid_alive
 from ..errors import Busy, Exists, NotFound
-from .snapshot import snapshot
-from .versions import VersionStore, check_name, default_name, write_json
+from ..procfs import pid_alive
+from .snapshot import CopyIf, snapshot
+from .versions import Unchanged, Version, VersionStore, check_name, default_name, write_json
 
 
 class RunStatus(enum.IntEnum):
@@ -195,3 +195,19 @@ class RunStore:
             os.rename(run.path, trash)
         self.versions.drop_ref(run.version_id, run.id)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def create_run(
+    runs: RunStore, versions: VersionStore, name: str | None, version_name: str | None, copy_if: CopyIf | None = None
+) -> Run:
+    """A run of the named version, or of the latest one, taken first if the workspace changed
+    (``copy_if`` as in ``VersionStore.create``: files open for writing are copied, not linked)."""
+    version: Version
+    if version_name is not None:
+        version = versions.get(version_name)
+    else:
+        try:
+            version = versions.create(None, force=False, copy_if=copy_if)
+        except Unchanged as unchanged:
+            version = unchanged.version
+    return runs.create(name, version.id)

@@ -1,7 +1,9 @@
-"""runs/: one directory per run, with live .status, .stdout and .stderr.
+"""runs/: one directory per run, with a live .status, the run's version and its workspace, and
+where this host has them, a live .stdout and .stderr.
 
 Live files are opened with direct_io and shown with a zero attribute timeout: ``stat`` gives
-the current size and reads never see stale bytes, so ``tail -f`` follows a running run.
+the current size and reads never see stale bytes, so ``tail -f`` follows a running run. The
+runs are kept by a ``RunRepo`` (this host's store, or a WholeTale server).
 """
 
 from __future__ import annotations
@@ -9,125 +11,97 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Hashable
-
-import trio
+from collections.abc import Hashable
+from pathlib import Path
 
 from ..errors import NotFound, ReadOnly
-from ..store.runs import Run, RunStore
-from ..store.versions import Unchanged, Version, VersionStore
+from ..store.repos import Entry, RunRepo
 from .base import Attr, Caller, FdFile, Node, OpenFile, wants_write
+from .contents import ContentNodes
 from .paths import LIVE_TTL
-from .workspace import WorkspaceTree
 
 
 class RunsDir(Node):
     key = "runs"
 
-    def __init__(self, runs: RunStore, versions: VersionStore) -> None:
-        self.runs = runs
-        self.versions = versions
+    def __init__(self, repo: RunRepo) -> None:
+        self.repo = repo
+        self.contents = ContentNodes("run")  # a run's workspace, opened once
         self.mtime_ns = time.time_ns()
-        self.trees: dict[str, WorkspaceTree] = {}  # run id -> its workspace, opened once
 
     async def attr(self) -> Attr:
         return Attr.directory(self.mtime_ns, perm=0o755, ttl=LIVE_TTL)
 
-    def _node(self, run: Run) -> Node:
-        return RunDir(run.id, self.runs, self.versions, self._tree)
+    def _node(self, run: Entry) -> Node:
+        return RunDir(run, self.repo, self.contents)
 
-    def _tree(self, run: Run) -> WorkspaceTree:
-        tree = self.trees.get(run.id)
-        if tree is None:
-            tree = self.trees[run.id] = WorkspaceTree(str(run.workspace), tag=f"run-ws-{run.id}")
-        return tree
+    def _changed(self) -> None:
+        self.mtime_ns = time.time_ns()
 
     async def lookup(self, name: str) -> Node:
-        return self._node(await trio.to_thread.run_sync(self.runs.get, name))
+        return self._node(await self.repo.get(name))
 
     async def listdir(self) -> list[tuple[str, Node]]:
-        runs = await trio.to_thread.run_sync(self.runs.all)
-        return [(r.name, self._node(r)) for r in runs]
+        return [(r.name, self._node(r)) for r in await self.repo.all()]
 
     async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
-        run = await trio.to_thread.run_sync(create_run, self.runs, self.versions, name, None)
-        self.mtime_ns = time.time_ns()
+        run = await self.repo.create(name)
+        self._changed()
         return self._node(run)
 
     async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> tuple[Hashable, Hashable] | None:
         if new_parent is not self:
             raise ReadOnly("runs can only be renamed within runs/")
-        await trio.to_thread.run_sync(self.runs.rename, name, new_name)
-        self.mtime_ns = time.time_ns()
-        return None
+        await self.repo.rename(name, new_name)
+        self._changed()
+        return None  # a run's nodes are keyed by its id, which does not change
 
     async def rmdir(self, name: str) -> None:
-        run = await trio.to_thread.run_sync(self.runs.get, name)
-        await trio.to_thread.run_sync(self.runs.delete, name)
-        tree = self.trees.pop(run.id, None)
-        if tree is not None:
-            tree.close()
-        self.mtime_ns = time.time_ns()
-
-
-def create_run(runs: RunStore, versions: VersionStore, name: str | None, version_name: str | None) -> Run:
-    """A run of the named version, or of the latest one (taken first if the workspace changed)."""
-    version: Version
-    if version_name is not None:
-        version = versions.get(version_name)
-    else:
-        try:
-            version = versions.create(None, force=False)
-        except Unchanged as unchanged:
-            version = unchanged.version
-    return runs.create(name, version.id)
+        run = await self.repo.get(name)
+        await self.repo.delete(name)
+        self.contents.drop(run.id)
+        self._changed()
 
 
 class RunDir(Node):
-    def __init__(
-        self, run_id: str, runs: RunStore, versions: VersionStore, tree_of: Callable[[Run], WorkspaceTree]
-    ) -> None:
-        self.run_id = run_id
-        self.runs = runs
-        self.versions = versions
-        self.tree_of = tree_of
-        self.key = ("run", run_id)
-
-    def run(self) -> Run:
-        return self.runs.by_id(self.run_id)
+    def __init__(self, run: Entry, repo: RunRepo, contents: ContentNodes) -> None:
+        self.run = run
+        self.repo = repo
+        self.contents = contents
+        self.key = ("run", run.id)
 
     async def attr(self) -> Attr:
-        return Attr.directory(int(self.run().created * 1e9), perm=0o755, ttl=LIVE_TTL)
+        return Attr.directory(self.run.created_ns, perm=0o755, ttl=LIVE_TTL)
 
-    def _children(self, run: Run) -> dict[str, Node]:
+    def _children(self) -> dict[str, Node]:
+        run = self.run
+        outputs: dict[str, Node] = {f".{which}": OutputNode(run.id, which, path) for which, path in run.outputs.items()}
         return {
-            ".status": LiveFile(("run-status", run.id), self.runs, run.id, "status"),
-            ".stdout": LiveFile(("run-stdout", run.id), self.runs, run.id, "stdout"),
-            ".stderr": LiveFile(("run-stderr", run.id), self.runs, run.id, "stderr"),
-            "version": VersionLink(run.id, self.runs, self.versions),
-            "workspace": self.tree_of(run).root,
+            ".status": StatusNode(run, self.repo),
+            **outputs,
+            "version": VersionLink(run, self.repo),
+            "workspace": self.contents.node(run.id, run.contents),
         }
 
     async def lookup(self, name: str) -> Node:
-        node = self._children(self.run()).get(name)
+        node = self._children().get(name)
         if node is None:
             raise NotFound(name)
         return node
 
     async def listdir(self) -> list[tuple[str, Node]]:
-        return sorted(self._children(self.run()).items())
+        return sorted(self._children().items())
 
 
 class VersionLink(Node):
     """``version`` → ``../../versions/<the version's current name>``; follows renames."""
 
-    def __init__(self, run_id: str, runs: RunStore, versions: VersionStore) -> None:
-        self.run_id, self.runs, self.versions = run_id, runs, versions
-        self.key = ("run-version", run_id)
+    def __init__(self, run: Entry, repo: RunRepo) -> None:
+        self.run, self.repo = run, repo
+        self.key = ("run-version", run.id)
 
     async def readlink(self) -> str:
-        version = self.versions.by_id(self.runs.by_id(self.run_id).version_id)
-        return f"../../versions/{version.name}"
+        return f"../../versions/{await self.repo.version_name(self.run)}"
 
     async def attr(self) -> Attr:
         target = await self.readlink()
@@ -135,40 +109,53 @@ class VersionLink(Node):
         return Attr(stat.S_IFLNK | 0o777, len(target.encode()), now, now, now, 1, LIVE_TTL)
 
 
-class LiveFile(Node):
-    """A run's status line or output, as it is at this moment."""
+class StatusNode(Node):
+    """``.status``: the run's status line as it is at this moment."""
 
-    def __init__(self, key: Hashable, runs: RunStore, run_id: str, which: str) -> None:
-        self.key = key
-        self.runs = runs
-        self.run_id = run_id
-        self.which = which
+    def __init__(self, run: Entry, repo: RunRepo) -> None:
+        self.run, self.repo = run, repo
+        self.key = ("run-status", run.id)
 
     async def attr(self) -> Attr:
-        run = self.runs.by_id(self.run_id)
-        if self.which == "status":
-            return Attr.file(len(run.status_line), int(run.created * 1e9), ttl=LIVE_TTL)
-        st = os.stat(run.path / self.which)
+        line = await self.repo.status_line(self.run.id)
+        return Attr.file(len(line.encode()), self.run.created_ns, ttl=LIVE_TTL)
+
+    async def open(self, flags: int) -> OpenFile:
+        if wants_write(flags):
+            raise ReadOnly(".status is written by the run only")
+        await self.repo.status_line(self.run.id)  # ENOENT now for a run that is gone
+        return StatusFile(self.repo, self.run.id)
+
+
+class StatusFile(OpenFile):
+    """Each read asks anew: a status read through one handle follows the run."""
+
+    direct_io = True
+
+    def __init__(self, repo: RunRepo, run_id: str) -> None:
+        self.repo, self.run_id = repo, run_id
+
+    async def read(self, offset: int, size: int) -> bytes:
+        line = (await self.repo.status_line(self.run_id)).encode()
+        return line[offset : offset + size]
+
+
+class OutputNode(Node):
+    """``.stdout`` or ``.stderr``: a file of this host the run's process appends to."""
+
+    def __init__(self, run_id: str, which: str, path: Path) -> None:
+        self.which = which
+        self.path = path
+        self.key = (f"run-{which}", run_id)
+
+    async def attr(self) -> Attr:
+        st = os.stat(self.path)
         return Attr.file(st.st_size, st.st_mtime_ns, ttl=LIVE_TTL)
 
     async def open(self, flags: int) -> OpenFile:
         if wants_write(flags):
             raise ReadOnly(f".{self.which} is written by the run only")
-        run = self.runs.by_id(self.run_id)
-        if self.which == "status":
-            return StatusFile(self.runs, self.run_id)
-        return OutputFile(os.open(run.path / self.which, os.O_RDONLY))
-
-
-class StatusFile(OpenFile):
-    direct_io = True
-
-    def __init__(self, runs: RunStore, run_id: str) -> None:
-        self.runs, self.run_id = runs, run_id
-
-    async def read(self, offset: int, size: int) -> bytes:
-        line = self.runs.by_id(self.run_id).status_line.encode()
-        return line[offset : offset + size]
+        return OutputFile(os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
 
 
 class OutputFile(FdFile):

@@ -1,7 +1,7 @@
 """versions/: one directory per version. mkdir snapshots, mv renames, rmdir deletes.
 
-Everything inside a version is read-only. Store calls run in worker threads (they walk and
-hard-link whole trees).
+Everything inside a version is read-only. The versions are kept by a ``VersionRepo`` (this
+host's store, or a WholeTale server); this directory only maps mount operations onto it.
 """
 
 from __future__ import annotations
@@ -9,52 +9,52 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable
 
-import trio
-
 from ..errors import ReadOnly
-from ..store.snapshot import CopyIf
-from ..store.versions import Version, VersionStore
+from ..store.repos import Entry, VersionRepo
 from .base import Attr, Caller, Node
-from .paths import LIVE_TTL, PathNode
+from .contents import ContentNodes
+from .paths import LIVE_TTL
 
 
 class VersionsDir(Node):
     key = "versions"
 
-    def __init__(self, store: VersionStore, copy_if: CopyIf | None = None) -> None:
-        self.store = store
-        self.copy_if = copy_if  # files open for writing through the mount are copied, not linked
+    def __init__(self, repo: VersionRepo) -> None:
+        self.repo = repo
+        self.contents = ContentNodes("version")
         self.mtime_ns = time.time_ns()
 
     async def attr(self) -> Attr:
         return Attr.directory(self.mtime_ns, perm=0o755, ttl=LIVE_TTL)
 
-    def _node(self, version: Version) -> Node:
-        return PathNode(("version", version.id), str(version.path))
+    def _node(self, version: Entry) -> Node:
+        return self.contents.node(version.id, version.contents)
+
+    def _changed(self) -> None:
+        self.mtime_ns = time.time_ns()
 
     async def lookup(self, name: str) -> Node:
-        return self._node(await trio.to_thread.run_sync(self.store.get, name))
+        return self._node(await self.repo.get(name))
 
     async def listdir(self) -> list[tuple[str, Node]]:
-        versions = await trio.to_thread.run_sync(self.store.all)
-        return [(v.name, self._node(v)) for v in versions]
+        return [(v.name, self._node(v)) for v in await self.repo.all()]
 
     async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
-        version = await trio.to_thread.run_sync(self.store.create, name, True, self.copy_if)
-        self.mtime_ns = time.time_ns()
+        version = await self.repo.create(name)
+        self._changed()
         return self._node(version)
 
     async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> tuple[Hashable, Hashable] | None:
         if new_parent is not self:
             raise ReadOnly("versions can only be renamed within versions/")
-        await trio.to_thread.run_sync(self.store.rename, name, new_name)
-        self.mtime_ns = time.time_ns()
+        await self.repo.rename(name, new_name)
+        self._changed()
         return None  # a version's nodes are keyed by its id, which does not change
 
     async def rmdir(self, name: str) -> None:
-        await trio.to_thread.run_sync(self.store.delete, name)
-        self.mtime_ns = time.time_ns()
+        await self.repo.delete(name)
+        self._changed()
 
     async def unlink(self, name: str) -> None:
-        await trio.to_thread.run_sync(self.store.get, name)
+        await self.repo.get(name)  # ENOENT for a name that is not there
         raise ReadOnly("use rmdir to delete a version")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import trio
 
-from .. import posix
+from .. import posix, procfs
 from ..errors import AccessDenied, RaceLost
 from .base import STABLE_INODE_BASE, Attr, Caller, Node, OpenFile, SetAttr, wants_write
 
@@ -176,7 +176,7 @@ class WorkspaceNode(Node):
         perm = stat.S_IMODE(mode) & ~caller.umask
         if directory and setgid_dir:
             perm |= stat.S_ISGID
-        elif _strips_setgid(perm) and caller.uid != 0 and gid not in posix.groups_of(caller.pid, caller.gid):
+        elif _strips_setgid(perm) and caller.uid != 0 and gid not in procfs.groups_of(caller.pid, caller.gid):
             perm &= ~stat.S_ISGID  # as the kernel does for a caller outside the file's group
         os.chmod(posix.proc_path(fd), perm)
 
