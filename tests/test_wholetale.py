@@ -211,3 +211,26 @@ def test_mount_follows_session_changes(session: Session, girder: Girder, data_fo
     girder.alice.put(f"dm/session/{session_id}", parameters={"dataSet": json.dumps(changed)})  # seq + 1
     wait_for(lambda: sorted(os.listdir(m.data)) == ["more", "plain.txt"], timeout=10, what="data/ to follow")
     assert (m.data / "more" / "deep.txt").read_bytes() == b"deeper\n"
+
+
+def test_downloaded_copies_live_in_the_shared_host_cache(
+    session: Session, girder: Girder, data_folder: dict[str, Any]
+) -> None:
+    """Without the server's storage (private_storage = false) an item is downloaded once into the
+    host cache, by the same machinery as every other source: recorded, locked while open, kept
+    across mounts, listed and collectable like any other copy."""
+    spec = wt_spec(session, girder, [{"mountPath": "/data", "itemId": data_folder["folder"]}], private_storage=False)
+    m = session.mount(spec)
+    with open(m.data / "data" / "plain.txt", "rb") as held:
+        assert held.read() == b"uploaded bytes\n"
+        listed = json.loads(wtfs("cache", "ls", "--json", "--cache-dir", str(session.cache_dir)).stdout)
+        (copy,) = [o for o in listed if o["source"] == f"wt:{data_folder['plain']}"]
+        assert copy["status"] == "ACTIVE" and copy["lock_count"] == 1  # landed; GC will not take it while open
+        assert lock_count(girder, data_folder["plain"]) == 1  # and the server holds its lock too
+    assert (m.data / "data" / "remote.bin").read_bytes() == REMOTE
+    m.unmount()
+    again = session.mount(spec, where="again")
+    assert (again.data / "data" / "plain.txt").read_bytes() == b"uploaded bytes\n"
+    listed = json.loads(wtfs("cache", "ls", "--json", "--cache-dir", str(session.cache_dir)).stdout)
+    assert [o["lock_count"] for o in listed if o["source"].startswith("wt:")] == [0, 0]  # kept, unlocked
+    assert len([o for o in listed if o["source"] == f"wt:{data_folder['plain']}"]) == 1  # landed once

@@ -90,6 +90,9 @@ class WholeTaleSettings:
     secrets: Secrets = field(default=Secrets(), metadata=_inline(Secrets))
     session_id: str | None = None
     tale_id: str | None = None
+    #: read the server's copy in place (``dm.psPath``) where this host sees its private storage;
+    #: false: always download it into the host cache (e.g. storage on a slow network filesystem)
+    private_storage: bool = True
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,7 @@ class _Loader:
             secrets=self.secrets(raw, "wholetale."),
             session_id=self.string(raw, "session_id", "wholetale."),
             tale_id=self.string(raw, "tale_id", "wholetale."),
+            private_storage=self.boolean(raw, "private_storage", "wholetale.", True),
         )
 
     def globus(self, raw: dict[str, Any] | None) -> GlobusSettings | None:
@@ -505,6 +509,12 @@ class _Loader:
             raise self.fail(prefix + key, f"must be a string, got {value!r}")
         if value == "":
             raise self.fail(prefix + key, "must not be empty")
+        return value
+
+    def boolean(self, raw: dict[str, Any], key: str, prefix: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(prefix + key, f"must be true or false, got {value!r}")
         return value
 
     def url(self, raw: dict[str, Any], key: str, prefix: str) -> str:

@@ -31,7 +31,7 @@ from .catalog.wholetale import session_tree
 from .config import GlobusSettings, Spec, WholeTaleSettings
 from .dm import EmbeddedDataManager
 from .dm.base import SessionDataManager
-from .dm.wholetale import WholeTaleDataManager
+from .dm.wholetale import HostSide, WholeTaleDataManager
 from .errors import AccessDenied, MountError, WtfsError
 from .fs import FsCore, Presentation
 from .fs.adapter import Operations
@@ -257,14 +257,13 @@ async def _wholetale_backend(
     api = GirderApi(client, settings.api_url, api_key, token)
     await _login(api, token, settings.api_url)
     owner = f"wtfs:{socket.gethostname()}:{mountpoint}"
-    wt = WholeTaleDataManager(
-        api, spec.cache_dir, owner, spec.stall_timeout, settings.session_id, spec.dataset, settings.tale_id
-    )
+    host = HostSide(spec.cache_dir, spec.name, mountpoint, spec.cache, settings.private_storage)
+    wt = WholeTaleDataManager(api, host, owner, spec.stall_timeout, settings.session_id, spec.dataset, settings.tale_id)
     try:
         await wt.start(nursery)
     except WtfsError as exc:
         raise MountError(f"{settings.api_url}: {exc}") from None
-    return Backend(wt, _followed_session(wt, spec.metadata_ttl), _tale_trees(api, settings.tale_id, wt.cache.tmp))
+    return Backend(wt, _followed_session(wt, spec.metadata_ttl), _tale_trees(api, settings.tale_id, wt.local.cache.tmp))
 
 
 def _followed_session(wt: WholeTaleDataManager, ttl: float) -> CatalogDir:

@@ -103,8 +103,18 @@ class LocalPhysPath:
         return ObjectRef.for_source("file://" + real, self.size, self.sha256)
 
     def placeholder(self) -> ObjectRef:
-        """What the catalog holds (the size shown); fetching it as it is answers EACCES."""
-        return ObjectRef.for_source(f"{GIRDER_SCHEME}:denied/{self.item_id}", self.size, self.sha256)
+        """What the catalog holds: the size shown. Never fetched: ``resolve`` decides each time."""
+        return ObjectRef.for_source(f"{GIRDER_SCHEME}:item/{self.item_id}", self.size, self.sha256)
+
+
+@dataclass(frozen=True)
+class Denied:
+    """An item this user may not read: shown, and every open answers EACCES."""
+
+    item_id: str
+
+    def resolve(self) -> ObjectRef:
+        raise AccessDenied(f"Girder item {self.item_id}: access denied")
 
 
 def _sha256(item: dict[str, Any], file: dict[str, Any] | None) -> str | None:
@@ -245,7 +255,8 @@ async def resolve_entry(ctx: GirderContext, name: str, item_id: str | None, fold
     except AccessDenied:
         # shown, but unreadable: open() answers EACCES, as for any file one may not read
         log.warning("Girder item %s: access denied; shown as an unreadable file", item_id)
-        return CatalogFile(safe_name(name), ObjectRef.for_source(f"{GIRDER_SCHEME}:denied/{item_id}", 0, None), 0)
+        placeholder = ObjectRef.for_source(f"{GIRDER_SCHEME}:item/{item_id}", 0, None)
+        return CatalogFile(safe_name(name), placeholder, 0, Denied(item_id))
     except NotFound as not_an_item:
         try:
             folder = await ctx.api.get(f"folder/{item_id}", what=f"Girder folder {item_id}")

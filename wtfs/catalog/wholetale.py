@@ -25,7 +25,8 @@ WT_SCHEME = "wt"
 def item_file(item: dict[str, Any]) -> CatalogFile:
     meta_size = (item.get("meta") or {}).get("size")  # phys_path items carry their size in meta
     size = int(item.get("size") or 0) or (int(meta_size) if isinstance(meta_size, int) else 0)
-    obj = ObjectRef(f"wt-{item['_id']}", f"{WT_SCHEME}:{item['_id']}", size)
+    # keyed like every other object: a changed item (a new ``updated``) is a new copy
+    obj = ObjectRef.for_source(f"{WT_SCHEME}:{item['_id']}", size, None, str(item.get("updated") or ""))
     return CatalogFile(safe_name(item["name"]), obj, timestamp_ns(item.get("updated")))
 
 

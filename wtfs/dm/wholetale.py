@@ -3,8 +3,9 @@
 The server owns sessions, locks, transfers and the private storage; this follows the reference's
 basic flow. ``lock`` = ``POST /dm/lock`` then poll ``GET /dm/fs/{item}/raw`` (0.1 s doubling to
 1 s, bounded by the stall timeout) until ``dm.cached``; the bytes are ``dm.psPath`` when this host
-sees the private storage, else one download of ``/dm/lock/{id}/download`` into the local cache
-(temp file, fsync, rename). ``unlock`` = ``DELETE /dm/lock/{id}``. Every lock this mount takes is
+sees the private storage, else a copy in the host cache, landed and locked by the same embedded
+data manager every other source uses (records, leases, one transfer per host, GC), from
+``/dm/lock/{id}/download``. ``unlock`` = ``DELETE /dm/lock/{id}``. Every lock this mount takes is
 released on stop, and locks a crashed predecessor left (same owner id) are deleted at start.
 """
 
@@ -13,22 +14,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..catalog.girder_api import GirderApi
-from ..catalog.wholetale import download
-from ..config import Entry
+from ..catalog.wholetale import WT_SCHEME
+from ..config import CacheSettings, Entry
 from ..errors import AccessDenied, Interrupted, Stalled, TransferFailed, WtfsError
 from ..objects import ObjectRef
-from ..providers.base import Sink
+from ..providers import Providers
+from ..providers.wholetale import WholeTaleProvider
 from ..retry import Backoff
 from .base import Lock
-from .cache import HostCache
+from .embedded import EmbeddedDataManager
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,22 @@ FOLLOW_SECONDS = 1.0
 CACHED_POLL = Backoff(0.1, maximum=1.0)
 
 
+@dataclass(frozen=True)
+class HostSide:
+    """Where this mount keeps local copies: the host cache, and whether psPath may be read."""
+
+    cache_dir: Path
+    session: str
+    mountpoint: str
+    settings: CacheSettings | None = None
+    private_storage: bool = True
+
+
 class WholeTaleDataManager:
     def __init__(
         self,
         api: GirderApi,
-        cache_dir: Path,
+        host: HostSide,
         owner: str,
         stall_timeout: float,
         session_id: str | None = None,
@@ -49,7 +62,11 @@ class WholeTaleDataManager:
         tale_id: str | None = None,
     ) -> None:
         self.api = api
-        self.cache = HostCache(cache_dir)
+        providers = Providers({WT_SCHEME: WholeTaleProvider(api, self._held_for)})
+        self.local = EmbeddedDataManager(
+            host.cache_dir, host.session, host.mountpoint, providers, stall_timeout, host.settings
+        )
+        self.private_storage = host.private_storage
         self.owner = owner
         self.stall_timeout = stall_timeout
         self.session_id = session_id
@@ -58,7 +75,7 @@ class WholeTaleDataManager:
         self.created_session = False
         self.session: dict[str, Any] = {}
         self._held: dict[str, Lock] = {}
-        self._downloads: dict[str, trio.Event] = {}
+        self._local: dict[str, Lock] = {}  # server lock id -> the host-cache lock under it
         self._waiters: set[trio.CancelScope] = set()
         self._closing = False
         #: called with the reloaded session when its ``seq`` moves (the daemon rebuilds data/)
@@ -67,7 +84,7 @@ class WholeTaleDataManager:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
-        await trio.to_thread.run_sync(self.cache.prepare)
+        await self.local.start(nursery)
         if self.session_id is None:
             if self.dataset or self.tale_id is None:
                 data_set = [{"itemId": e.item_id or e.folder_id, "mountPath": e.mount_path} for e in self.dataset]
@@ -114,9 +131,11 @@ class WholeTaleDataManager:
                     log.info("deleted WholeTale session %s", self.session_id)
                 except WtfsError as exc:
                     log.warning("could not delete session %s: %s", self.session_id, exc)
+            await self.local.stop()
 
     def interrupt(self) -> None:
         self._closing = True
+        self.local.interrupt()
         for scope in list(self._waiters):
             scope.cancel()
 
@@ -158,6 +177,9 @@ class WholeTaleDataManager:
 
     async def _release(self, lock: Lock) -> None:
         self._held.pop(lock.id, None)
+        local = self._local.pop(lock.id, None)
+        if local is not None:
+            await self.local.unlock(local)
         try:
             await self.api.call("DELETE", f"dm/lock/{lock.id}", what="lock")
         except WtfsError as exc:
@@ -184,33 +206,20 @@ class WholeTaleDataManager:
         raise AssertionError("unbounded polls end by return or raise")  # pragma: no cover
 
     async def _bytes(self, obj: ObjectRef, lock: Lock, dm: dict[str, Any]) -> str:
-        """The server's copy where this host sees it; else one download into the local cache."""
+        """The server's copy where this host sees it; else a locked copy in the host cache."""
         ps_path = dm.get("psPath")
-        if ps_path and await trio.to_thread.run_sync(os.access, ps_path, os.R_OK):
+        if self.private_storage and ps_path and await trio.to_thread.run_sync(os.access, ps_path, os.R_OK):
             return str(ps_path)
-        final = self.cache.path_for(obj.id)
-        while obj.id in self._downloads:
-            await self._downloads[obj.id].wait()
-        if await trio.to_thread.run_sync(self.cache.is_cached, obj):
-            return str(final)
-        self._downloads[obj.id] = trio.Event()
-        try:
-            await self._download(obj, lock)
-        finally:
-            self._downloads.pop(obj.id).set()
-        return str(final)
+        local = await self.local.lock(obj, self.owner)
+        self._local[lock.id] = local
+        return local.path
 
-    async def _download(self, obj: ObjectRef, lock: Lock) -> None:
-        fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, "wt", int(time.time() * 1000))
-        path = f"dm/lock/{lock.id}/download"
-        try:
-            await download(self.api, path, Sink(fd, lambda n: None, str(temp)).write, f"{self.api.api_url}/{path}")
-            await trio.to_thread.run_sync(self.cache.commit, fd, temp, obj, None)
-        except BaseException:
-            self.cache.discard(temp)
-            raise
-        finally:
-            os.close(fd)
+    def _held_for(self, obj: ObjectRef) -> str:
+        """A server lock this mount holds on ``obj``: the one the provider downloads through."""
+        for lock in self._held.values():
+            if lock.obj.id == obj.id:
+                return lock.id
+        raise TransferFailed(f"{obj.source}: no server lock held to download through")
 
     # -- watching ---------------------------------------------------------------------------
 

@@ -45,8 +45,7 @@ class Tale:
 
     async def fetch(self, item_id: str, what: str) -> int:
         """The item read whole into an unlinked scratch file: nothing is left if we die."""
-        fd, path = tempfile.mkstemp(dir=self.scratch)
-        os.unlink(path)
+        fd = _anonymous_file(self.scratch)
         try:
             await download(self.api, f"item/{item_id}/download", Sink(fd, lambda n: None).write, what)
         except BaseException:
@@ -128,3 +127,13 @@ class TaleRuns(_TaleRepo):
 def tale_repos(api: GirderApi, tale_id: str, scratch: Path) -> tuple[TaleVersions, TaleRuns]:
     tale = Tale(api, tale_id, scratch)
     return TaleVersions(tale), TaleRuns(tale)
+
+
+def _anonymous_file(directory: Path) -> int:
+    """A file with no name (O_TMPFILE), so no cleanup of the directory can touch it."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:  # a filesystem without O_TMPFILE: a name, removed at once
+        fd, path = tempfile.mkstemp(dir=directory)
+        os.unlink(path)
+        return fd
