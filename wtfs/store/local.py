@@ -71,7 +71,9 @@ class LocalRuns:
         await trio.to_thread.run_sync(self.runs.delete, name)
 
     async def status_line(self, run_id: str) -> str:
-        return self.runs.by_id(run_id).status_line
+        run = await trio.to_thread.run_sync(self.runs.by_id, run_id)  # a JSON read: off the loop
+        return run.status_line
 
     async def version_name(self, run: Entry) -> str:
-        return self.runs.versions.by_id(run.version_id).name
+        version = await trio.to_thread.run_sync(self.runs.versions.by_id, run.version_id)
+        return version.name
