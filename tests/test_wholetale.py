@@ -173,6 +173,8 @@ def tale(girder: Girder) -> str:
 def test_versions_and_runs_of_a_tale(session: Session, girder: Girder, tale: str) -> None:
     for i in range(52):  # more than Girder's page of 50
         girder.alice.post("version", parameters={"taleId": tale, "name": f"api-{i:02d}", "force": "true"})
+    workspace = girder.alice.get(f"tale/{tale}")["workspaceId"]
+    girder.alice.uploadStreamToFolder(workspace, io.BytesIO(b"from the tale's workspace\n"), "notes.txt", 26)
     m = session.mount(wt_spec(session, girder, [], tale_id=tale))
     versions, runs = m.path / "versions", m.path / "runs"
     assert os.listdir(versions) == [f"api-{i:02d}" for i in range(52)]
@@ -187,6 +189,12 @@ def test_versions_and_runs_of_a_tale(session: Session, girder: Girder, tale: str
     assert "renamed" in os.listdir(versions) and "mine" not in os.listdir(versions)
     os.mkdir(runs / "r1")  # a run of the latest version
     assert os.listdir(runs) == ["r1"]
+    run_folder = girder.alice.get("run", parameters={"taleId": tale})[0]["_id"]
+    on_server = {f["name"]: f["_id"] for f in girder.alice.listFolder(run_folder, parentFolderType="folder")}
+    inside = sorted(i["name"] for i in girder.alice.listItem(on_server["workspace"]))
+    assert inside == ["notes.txt"]  # the server keeps the run's files in <run>/workspace/
+    assert os.listdir(runs / "r1" / "workspace") == inside  # and so does the mount, one level up
+    assert (runs / "r1" / "workspace" / "notes.txt").read_bytes() == b"from the tale's workspace\n"
     assert os.readlink(runs / "r1" / "version") == "../../versions/renamed"
     assert (runs / "r1" / ".status").read_text() == "0 UNKNOWN\n"
     run_id = girder.alice.get("run", parameters={"taleId": tale})[0]["_id"]

@@ -49,11 +49,13 @@ class FolderSource(Protocol):
 
 @dataclass(frozen=True)
 class RemoteTree:
-    """A folder on a server, read-only."""
+    """A folder on a server, read-only; ``within``: the child folder of that name instead (a
+    run's folder holds its workspace in ``workspace/``, beside the server's own bookkeeping)."""
 
     source: FolderSource
     folder_id: str
     mtime_ns: int
+    within: str = ""
 
 
 Contents = LocalTree | RemoteTree

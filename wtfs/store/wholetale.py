@@ -103,8 +103,10 @@ class TaleRuns(_TaleRepo):
     kind = "run"
 
     def entry(self, doc: dict[str, Any]) -> Entry:
-        plain = super().entry(doc)
-        return Entry(plain.id, plain.name, plain.created_ns, plain.contents, str(doc.get("runVersionId")))
+        workspace = RemoteTree(self.tale, str(doc["_id"]), timestamp_ns(doc.get("updated")), within="workspace")
+        return Entry(
+            str(doc["_id"]), str(doc["name"]), timestamp_ns(doc.get("created")), workspace, str(doc.get("runVersionId"))
+        )
 
     async def create(self, name: str) -> Entry:
         """A run of the latest version; of a new one only when the tale has none."""

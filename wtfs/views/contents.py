@@ -20,7 +20,7 @@ class ContentNodes:
 
     def node(self, entry_id: str, contents: Contents) -> Node:
         if not isinstance(contents, LocalTree):
-            return RemoteDir(contents.source, contents.folder_id, contents.mtime_ns)
+            return RemoteDir(contents.source, contents.folder_id, contents.mtime_ns, contents.within)
         if not contents.writable:
             return PathNode((self.kind, entry_id), str(contents.path))
         tree = self.trees.get(entry_id)
@@ -37,11 +37,21 @@ class ContentNodes:
 class RemoteDir(Node):
     """A server's folder, read-only, listed anew on every lookup and listing."""
 
-    def __init__(self, source: FolderSource, folder_id: str, mtime_ns: int) -> None:
+    def __init__(self, source: FolderSource, folder_id: str, mtime_ns: int, within: str = "") -> None:
         self.source = source
         self.folder_id = folder_id
         self.mtime_ns = mtime_ns
-        self.key = ("remote-folder", folder_id)
+        self.within = within
+        self.key = ("remote-folder", folder_id, within)
+
+    async def _listing(self) -> list[RemoteEntry]:
+        entries = await self.source.listing(self.folder_id)
+        if not self.within:
+            return entries
+        for entry in entries:
+            if entry.is_dir and entry.name == self.within:
+                return await self.source.listing(entry.id)
+        return []  # the server has not made it (yet): an empty directory
 
     async def attr(self) -> Attr:
         return Attr.directory(self.mtime_ns, ttl=LIVE_TTL)
@@ -50,11 +60,11 @@ class RemoteDir(Node):
         return RemoteDir(self.source, entry.id, entry.mtime_ns) if entry.is_dir else RemoteFile(self.source, entry)
 
     async def listdir(self) -> list[tuple[str, Node]]:
-        entries = sorted(await self.source.listing(self.folder_id), key=lambda e: e.name)
+        entries = sorted(await self._listing(), key=lambda e: e.name)
         return [(e.name, self._node(e)) for e in entries]
 
     async def lookup(self, name: str) -> Node:
-        for entry in await self.source.listing(self.folder_id):
+        for entry in await self._listing():
             if entry.name == name:
                 return self._node(entry)
         raise NotFound(name)
