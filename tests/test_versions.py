@@ -6,6 +6,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -121,7 +122,8 @@ def test_names_rename_delete_and_refs(store: VersionStore) -> None:
 def test_default_name_is_the_date(store: VersionStore) -> None:
     first, second = store.create(), store.create()
     for version in (first, second):
-        datetime.strptime(version.name.removesuffix(" (2)"), "%c")  # e.g. "Sun Nov 22 05:30:00 2026"
+        datetime.strptime(version.name.removesuffix("-2"), "%Y-%m-%dT%H.%M.%S")  # e.g. 2026-11-30T12.00.00
+        assert shlex.quote(version.name) == version.name  # nothing to quote in a shell
     assert first.name != second.name
 
 

@@ -60,11 +60,12 @@ def check_name(name: str) -> str:
 
 
 def default_name(taken: set[str]) -> str:
-    """The reference API's default: the date in ``%c`` format, made a valid filename."""
-    base = time.strftime("%c").replace("/", "-")
+    """The local time, sortable and safe in a shell or a URL (``2026-11-30T12.00.00``); the
+    reference API's ``%c`` has spaces and colons that every user would have to quote."""
+    base = time.strftime("%Y-%m-%dT%H.%M.%S")
     name, n = base, 2
     while name in taken:
-        name, n = f"{base} ({n})", n + 1
+        name, n = f"{base}-{n}", n + 1
     return name
 
 
