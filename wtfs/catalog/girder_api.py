@@ -21,6 +21,8 @@ from ..retry import Backoff
 log = logging.getLogger(__name__)
 
 RETRY = Backoff(0.25, attempts=4)
+#: A server that accepts a call and never answers counts as down: no REST call waits longer.
+READ_TIMEOUT = 10.0
 
 
 def read_secret(secrets: Secrets, where: str, section: str) -> tuple[str | None, str | None]:
@@ -58,9 +60,17 @@ def error_for(response: httpx.Response, what: str) -> WtfsError:
 
 
 class GirderApi:
-    def __init__(self, client: httpx.AsyncClient, api_url: str, api_key: str | None, token: str | None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        api_url: str,
+        api_key: str | None,
+        token: str | None,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         self.client = client
         self.api_url = api_url.rstrip("/")
+        self.timeout = httpx.Timeout(client.timeout.connect, read=read_timeout, write=read_timeout, pool=read_timeout)
         self._api_key = api_key
         self._token = token
 
@@ -94,11 +104,14 @@ class GirderApi:
                     params=params,
                     data=form,
                     headers=self.headers() if authenticated else {},
+                    timeout=self.timeout,
                 )
                 if response.status_code < 500 or method == "POST":
                     return response  # a POST may have taken effect: never repeat it
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
+                if method == "POST" and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    raise TransferFailed(f"{self.api_url}: {path}: {type(exc).__name__}, not repeated") from None
                 problem = type(exc).__name__
             if attempt.last:
                 raise TransferFailed(f"{self.api_url}: Girder unreachable ({problem}) after {attempt.number} attempts")

@@ -75,7 +75,8 @@ async def download(api: GirderApi, path: str, write: Callable[[bytes], None], wh
     downloads (``dm/lock/{id}/download``, ``item/{id}/download``) may ignore Range and send no
     Content-Length, so there is nothing to resume. Any failure is TransferFailed (EIO)."""
     try:
-        async with api.client.stream("GET", f"{api.api_url}/{path}", headers=api.headers()) as response:
+        url = f"{api.api_url}/{path}"
+        async with api.client.stream("GET", url, headers=api.headers(), timeout=api.timeout) as response:
             if response.status_code != 200:
                 raise TransferFailed(f"{what}: HTTP {response.status_code}")
             async for chunk in response.aiter_raw():
