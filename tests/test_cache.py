@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ import trio
 from tests.conftest import Session
 from tests.httpserver import Server
 from tests.mounting import wait_for, wtfs
+from wtfs.cache_commands import cache_gc
 from wtfs.config import CacheSettings
 from wtfs.dm.records import CacheRecords
 from wtfs.errors import NoSpace
@@ -232,3 +234,67 @@ def test_failed_prefetch_says_why(session: Session, http: Server) -> None:
     assert result.returncode == 1
     assert "HTTP 404" in result.stderr
     assert os.getxattr(m.data / "gone", "user.wtfs.state").decode().startswith("failed: ")
+
+
+# -- usage in the records -------------------------------------------------------------------------
+
+
+def on_disk(tmp_path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in (tmp_path / "cache" / "objects").rglob("*") if p.is_file())
+
+
+async def test_cold_open_does_not_scan_the_cache(
+    http: Server, dm_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Usage comes from the records: neither a cold nor a warm open lists a cache directory."""
+    dm = await dm_factory(settings=CacheSettings(capacity=10_000_000))
+    for i in range(5):
+        await dm.unlock(await dm.lock(obj(http.add(f"/w{i}", bytes([i]) * BLOCK)), "me"))
+    cache = str(tmp_path / "cache")
+    scans: list[str] = []
+
+    def counting(real: Any) -> Any:
+        def listing(path: Any = ".", *args: Any, **kwargs: Any) -> Any:
+            if os.fspath(path).startswith(cache):
+                scans.append(os.fspath(path))
+            return real(path, *args, **kwargs)
+
+        return listing
+
+    for name in ("scandir", "listdir", "walk"):
+        monkeypatch.setattr(os, name, counting(getattr(os, name)))
+    cold = await dm.lock(obj(http.add("/cold", b"c" * BLOCK)), "me")
+    warm = await dm.lock(obj(http.base + "/w0"), "me")
+    assert Path(cold.path).read_bytes() == b"c" * BLOCK and Path(warm.path).read_bytes() == b"\0" * BLOCK
+    await dm.collect()
+    assert scans == []
+
+
+async def test_usage_is_recorded_at_landing_and_eviction(http: Server, dm_factory: Factory, tmp_path: Path) -> None:
+    dm = await dm_factory(settings=CacheSettings(capacity=10_000_000, gc_interval=3600, gc_end_fraction=0.0))
+    locks = [await dm.lock(obj(http.add(f"/u{i}", bytes([i]) * BLOCK)), "me") for i in range(4)]
+    assert dm.records.usage() == on_disk(tmp_path) == 4 * BLOCK
+    for lock in locks[:3]:
+        await dm.unlock(lock)
+    report = await dm.collect(force=True)  # down to 0: every unlocked copy goes, the locked one stays
+    assert sorted(report.evicted) == sorted(lock.obj.id for lock in locks[:3])
+    assert report.usage_after == dm.records.usage() == on_disk(tmp_path) == BLOCK
+    assert (await dm.report())["cache"]["usage"] == BLOCK
+
+
+async def test_cache_gc_reconciles_the_records_with_the_disk(
+    http: Server, dm_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dm = await dm_factory(settings=CacheSettings(capacity=10_000_000))
+    gone = await dm.lock(obj(http.add("/gone", b"g" * BLOCK)), "me")
+    kept = await dm.lock(obj(http.add("/kept", b"k" * BLOCK)), "me")
+    Path(gone.path).unlink()  # deleted by hand while mounted
+    stray = tmp_path / "cache" / "objects" / "ab" / ("ab" + "0" * 38)
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"who am I")
+    assert dm.records.usage() == 2 * BLOCK  # the records do not look at the disk...
+    await trio.to_thread.run_sync(cache_gc, str(tmp_path / "cache"), False)  # ...until reconciled
+    assert "reconciled: 1 records without a file, 1 files without a record" in capsys.readouterr().out
+    assert not stray.exists() and Path(kept.path).exists()
+    assert status_of(tmp_path)[http.base + "/gone"] == "EVICTED"
+    assert dm.records.usage() == on_disk(tmp_path) == BLOCK

@@ -17,10 +17,11 @@ from typing import Any
 from . import runtime
 from .config import CacheSettings, default_cache_dir
 from .dm.cache import HostCache
-from .dm.gc import collect
+from .dm.gc import collect, reconcile
 from .dm.records import CacheRecords
 from .dm.report import status_report
 from .errors import Busy, NotFound
+from .log import mask_credentials
 from .units import format_size
 from .views.data import OBJECT_XATTR, PREFETCH_XATTR, STATE_XATTR
 
@@ -134,6 +135,7 @@ def _watch_live(records: CacheRecords, cache: HostCache, session: str | None, in
 def cache_ls(cache_dir: str | None, as_json: bool) -> int:
     cache, _ = cache_for(None, cache_dir)
     objects = open_records(cache).objects()
+    objects = [{**o, "source": mask_credentials(str(o["source"]))} for o in objects]
     if as_json:
         print(json.dumps(objects, indent=1))
         return 0
@@ -148,6 +150,12 @@ def cache_gc(cache_dir: str | None, dry_run: bool) -> int:
     records = open_records(cache)
     capacity = int(records.setting("capacity") or CacheSettings().capacity)
     settings = CacheSettings(capacity=capacity)
+    if not dry_run:
+        fixed = reconcile(cache, records)
+        if fixed.missing or fixed.strays:
+            print(
+                f"reconciled: {len(fixed.missing)} records without a file, {len(fixed.strays)} files without a record"
+            )
     report = collect(cache, records, settings, force=True, dry_run=dry_run)
     verb = "would evict" if dry_run else "evicted"
     print(

@@ -180,8 +180,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def _start_background(args: argparse.Namespace, state_dir: Path) -> int:
     """Start the daemon detached and return once the mount answers (or say why not)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the daemon's own files: private
     log_path = state_dir / "wtfs.log"
+    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
     read_end, write_end = os.pipe()
     command = [sys.executable, "-m", "wtfs", "mount", "-f", "--ready-fd", str(write_end), args.spec, args.mountpoint]
     for group in args.options:
@@ -221,23 +222,50 @@ def _read_report(fd: int, proc: subprocess.Popen[bytes]) -> str:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
+    """Stop the recorded daemon (only if it still is that process), then make sure it is unmounted."""
     mountpoint = os.path.abspath(args.mountpoint)
-    record = runtime.read_record(mountpoint)
-    pid = int(record["pid"]) if record and isinstance(record.get("pid"), int) else None
-    if pid is not None and pid_alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            return _fail(f"{mountpoint}: daemon {pid} did not stop within {args.timeout:g}s")
-        if mounttable.mount_fstype(mountpoint) is None:
-            return 0
-    fstype = mounttable.mount_fstype(mountpoint)
-    if fstype is None:
+    pid, note = _recorded_daemon(mountpoint)
+    mounted = mounttable.mount_fstype(mountpoint) is not None
+    if note is not None:
+        if not mounted:
+            return _fail(f"{note}; not mounted")
+        print(f"wtfs: {note}", file=sys.stderr)
+    if pid is not None:
+        stopped = _stop_daemon(mountpoint, pid, args.timeout)
+        if stopped is not None or mounttable.mount_fstype(mountpoint) is None:
+            return stopped or 0
+    if not mounted:
         return _fail(f"{mountpoint}: not mounted")
     ok, err = mounttable.fusermount(mountpoint, lazy=mounttable.is_stale(mountpoint))
     return 0 if ok else _fail(f"{mountpoint}: {err or 'unmount failed'}")
+
+
+def _recorded_daemon(mountpoint: str) -> tuple[int | None, str | None]:
+    """The pid to signal, if the recorded daemon still runs as that very process; a record of a
+    daemon that is gone is removed, and a pid some other process now has is named, never signalled."""
+    record = runtime.read_record(mountpoint)
+    if record is None:
+        return None, None
+    recorded = record.get("pid")
+    pid = recorded if isinstance(recorded, int) else 0
+    who = runtime.daemon_of(record)
+    if who == "alive":
+        return pid, None
+    runtime.remove_record(mountpoint, pid)
+    if who == "other":
+        return None, f"{mountpoint}: pid {pid} is no longer its daemon (another process has it since): not signalled"
+    return None, None
+
+
+def _stop_daemon(mountpoint: str, pid: int, timeout: float) -> int | None:
+    """SIGTERM the daemon and wait for it; an exit status if it would not stop, else None."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_alive(pid):
+        return _fail(f"{mountpoint}: daemon {pid} did not stop within {timeout:g}s")
+    return None
 
 
 def mounted_spec(mountpoint: str) -> Spec:

@@ -62,6 +62,11 @@ class NoSpace(WtfsError):
     errno = errno.ENOSPC
 
 
+class DiskFull(NoSpace):
+    """The cache's filesystem filled up during a transfer (not the capacity setting): the object
+    goes back to remote and the next open tries again."""
+
+
 class Interrupted(WtfsError):
     """An open that was waiting when the daemon shut down.
 

@@ -8,8 +8,6 @@ import shutil
 import subprocess
 import threading
 
-from .procfs import pid_alive
-
 
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal."""
@@ -68,8 +66,9 @@ def check(mountpoint: str, timeout: float = 10.0) -> tuple[bool, str]:
     if record is None:
         return False, f"mounted ({fstype}) but no wtfs daemon is recorded for it"
     pid = int(record.get("pid", 0))
-    if not pid_alive(pid):
-        return False, f"its daemon (pid {pid}) is gone"
+    who = runtime.daemon_of(record)
+    if who != "alive":
+        return False, f"its daemon (pid {pid}) is gone" + (" (another process has its pid)" if who == "other" else "")
     answered = threading.Event()
     failures: list[str] = []
 

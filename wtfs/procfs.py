@@ -1,4 +1,4 @@
-"""What /proc says about a process: alive or not, its process group, its groups.
+"""What /proc says about a process: alive or not, when it started, its process group, its groups.
 
 ``/proc/PID/stat`` starts ``PID (COMM) STATE PPID PGRP …`` and COMM may hold spaces and
 parentheses, so the fields are split after its last ``)``; that is done here only.
@@ -29,6 +29,13 @@ def pid_alive(pid: int) -> bool:
         pass
     fields = _stat(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (field 22 of stat), or None if it is gone:
+    with the pid, it names one process for good, since a reused pid starts later."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
 
 
 def group_alive(pgid: int) -> bool:

@@ -8,10 +8,12 @@ others poll its record. No pyfuse3 here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,14 +21,15 @@ from typing import Any, TypeVar
 import trio
 
 from ..config import CacheSettings
-from ..errors import Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
+from ..errors import DiskFull, Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
+from ..log import mask_credentials
 from ..objects import ObjectRef
-from ..providers import Providers, Sink
+from ..providers import Provider, Providers, Sink
 from ..retry import Backoff
 from . import gc
 from .base import Lock
 from .cache import HostCache
-from .gc import GcReport, disk_usage
+from .gc import GcReport
 from .records import CacheRecords, Claim, TransferStatus
 from .report import status_report
 
@@ -79,18 +82,18 @@ class EmbeddedDataManager:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
-        """Open the records, register this daemon, reclaim what dead daemons left."""
-        self._records = await trio.to_thread.run_sync(self._open_records)
-        await self._db(self._records.register_daemon, self.daemon_id, self.session, self.mountpoint)
-        await self._db(self._records.set_setting, "capacity", str(self.settings.capacity))
+        """Open the records, register this daemon, reclaim what dead daemons left, and reconcile
+        the records with the disk (the one walk of the cache), making it private on the way."""
+        tightened = await trio.to_thread.run_sync(self.cache.prepare)
+        self._records = await trio.to_thread.run_sync(CacheRecords, self.cache.db_path, LEASE_SECONDS)
+        await self._db(self.records.register_daemon, self.daemon_id, self.session, self.mountpoint)
+        await self._db(self.records.set_setting, "capacity", str(self.settings.capacity))
         await self._reclaim()
-        await self._reconcile()
+        tightened += (await self._db(gc.reconcile, self.cache, self.records)).tightened
+        if tightened:
+            log.warning("%s: %d paths were open to other users; made private", self.cache.root, tightened)
         self._nursery = nursery
         nursery.start_soon(self._housekeeping)
-
-    def _open_records(self) -> CacheRecords:
-        self.cache.prepare()
-        return CacheRecords(self.cache.db_path, LEASE_SECONDS)
 
     async def stop(self) -> None:
         """Release every lock this daemon holds and record its transfers as interrupted."""
@@ -114,7 +117,13 @@ class EmbeddedDataManager:
         return self._records
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._db_limiter)
+        """Run a records call in the worker thread; SQLite's "database or disk is full" is ENOSPC."""
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._db_limiter)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            raise DiskFull(f"{self.cache.root}: the cache's filesystem is full ({exc})") from None
 
     async def _reclaim(self) -> None:
         dead = await self._db(self.records.reclaim_dead)
@@ -122,17 +131,6 @@ class EmbeddedDataManager:
         removed = await trio.to_thread.run_sync(self.cache.remove_temps, live)
         if dead or removed:
             log.info("reclaimed %d dead daemon(s), removed %d partial copies", len(dead), removed)
-
-    async def _reconcile(self) -> None:
-        """Records and files that disagree are set right: never serve a copy we cannot vouch for."""
-        present = await trio.to_thread.run_sync(lambda: set(disk_usage(self.cache)[1]))
-        missing, strays = await self._db(self.records.reconcile, present)
-        for object_id in strays:
-            self.cache.path_for(object_id).unlink(missing_ok=True)
-        if missing or strays:
-            log.warning(
-                "cache reconciled: %d records without a file, %d files without a record", len(missing), len(strays)
-            )
 
     async def collect(self, force: bool = False) -> GcReport:
         return await self._db(gc.collect, self.cache, self.records, self.settings, force)
@@ -142,16 +140,24 @@ class EmbeddedDataManager:
         renewed = collected = trio.current_time()
         while True:
             await trio.sleep(PROGRESS_SECONDS)
-            if self._progress:
-                updates, self._progress = self._progress, {}
-                await self._db(self.records.progress, updates)
-            if trio.current_time() - renewed >= RENEW_SECONDS:
-                await self._db(self.records.renew_lease, self.daemon_id)
-                await self._reclaim()
-                renewed = trio.current_time()
-            if trio.current_time() - collected >= self.settings.gc_interval:
-                await self.collect()
-                collected = trio.current_time()
+            try:
+                renewed, collected = await self._housekeep(renewed, collected)
+            except DiskFull as exc:  # the records cannot grow for now: try again next round
+                log.warning("housekeeping: %s", exc)
+
+    async def _housekeep(self, renewed: float, collected: float) -> tuple[float, float]:
+        """One round of housekeeping; returns when the lease was renewed and GC last ran."""
+        if self._progress:
+            updates, self._progress = self._progress, {}
+            await self._db(self.records.progress, updates)
+        if trio.current_time() - renewed >= RENEW_SECONDS:
+            await self._db(self.records.renew_lease, self.daemon_id)
+            await self._reclaim()
+            renewed = trio.current_time()
+        if trio.current_time() - collected >= self.settings.gc_interval:
+            await self.collect()
+            collected = trio.current_time()
+        return renewed, collected
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -195,7 +201,7 @@ class EmbeddedDataManager:
             return "cached"
         last = await self._db(self.records.latest_transfer, obj.id)
         if last is not None and last["status"] == TransferStatus.FAILED:
-            return f"failed: {last['error']}"
+            return f"failed: {mask_credentials(str(last['error']))}"
         return "remote"
 
     async def report(self) -> dict[str, Any]:
@@ -237,14 +243,21 @@ class EmbeddedDataManager:
             landing.done.set()
 
     async def _land_once(self, obj: ObjectRef) -> str:
+        gc_tried = False
         while True:
             claim: Claim = await self._db(self.records.claim, obj, self.daemon_id, self.session, self.cache.is_cached)
             if claim.kind == "cached":
                 return str(self.cache.path_for(obj.id))
             assert claim.transfer_id is not None
-            if claim.kind == "mine":
+            if claim.kind == "wait":
+                await self._await_foreign(claim.transfer_id)
+                continue
+            try:
                 return await self._transfer(obj, claim.transfer_id)
-            await self._await_foreign(claim.transfer_id)
+            except DiskFull:
+                if gc_tried or not (await self._db(gc.relieve, self.cache, self.records, obj.size)).evicted:
+                    raise
+                gc_tried = True  # unlocked copies made room: one more try
 
     async def _await_foreign(self, transfer_id: int) -> None:
         """Another daemon fetches it: wait until it lands, fails, or that daemon dies."""
@@ -266,33 +279,44 @@ class EmbeddedDataManager:
             except NoSpace as exc:
                 await self._db(self.records.fail, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
                 raise
-        fd, temp = await trio.to_thread.run_sync(self.cache.open_temp, obj, self.daemon_id, transfer_id)
+        partial = _Partial(*await trio.to_thread.run_sync(self.cache.open_temp, obj, self.daemon_id, transfer_id))
         self._running[obj.id] = (0, obj.size)
-        watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
-        sink = Sink(fd, lambda done: self._on_progress(watchdog, transfer_id, obj.id, done, sink), str(temp))
         try:
-            with watchdog:
-                await provider.fetch(obj, sink)
-            if watchdog.cancelled_caught:
-                raise Stalled(f"{obj.source}: no progress for {self.stall_timeout:g}s")
-            path, size = await trio.to_thread.run_sync(self.cache.commit, fd, temp, obj, sink.expected_size)
-        except WtfsError as exc:
-            await self._record_failure(temp, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
-            log.warning("transfer of %s failed: %s", obj.source, exc)
-            raise
-        except BaseException as exc:
-            status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, trio.Cancelled) else TransferStatus.FAILED
-            await self._record_failure(temp, transfer_id, obj, status, f"interrupted: {type(exc).__name__}", None)
-            raise
+            path, size, disk_bytes = await self._fill(obj, transfer_id, provider, partial)
         finally:
             self._progress.pop(transfer_id, None)
             self._running.pop(obj.id, None)
-            _close_quietly(fd)
-        await self._db(self.records.finish, transfer_id, obj, size)
+            partial.close()
+        await self._db(self.records.finish, transfer_id, obj, size, disk_bytes)
         log.info("landed %s (%d bytes)", obj.source, size)
         assert self._nursery is not None
         self._nursery.start_soon(self.collect)
         return str(path)
+
+    async def _fill(
+        self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: _Partial
+    ) -> tuple[Path, int, int]:
+        """Fetch into the partial and commit it; on failure the partial is closed and removed (so a
+        full disk is freed before the failure is recorded) and the failure recorded."""
+        watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
+        sink = Sink(partial.fd, lambda n: self._on_progress(watchdog, transfer_id, obj.id, n, sink), str(partial.path))
+        try:
+            with _disk_full_is_nospace(obj, self.cache.root):
+                with watchdog:
+                    await provider.fetch(obj, sink)
+                if watchdog.cancelled_caught:
+                    raise Stalled(f"{obj.source}: no progress for {self.stall_timeout:g}s")
+                commit = self.cache.commit
+                return await trio.to_thread.run_sync(commit, partial.fd, partial.path, obj, sink.expected_size)
+        except WtfsError as exc:  # a full disk is not the object's fault: back to remote, tried again
+            status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, DiskFull) else TransferStatus.FAILED
+            await self._record_failure(partial, transfer_id, obj, status, str(exc), exc.errno)
+            log.warning("transfer of %s failed: %s", obj.source, exc)
+            raise
+        except BaseException as exc:
+            status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, trio.Cancelled) else TransferStatus.FAILED
+            await self._record_failure(partial, transfer_id, obj, status, f"interrupted: {type(exc).__name__}", None)
+            raise
 
     def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, obj_id: str, done: int, sink: Sink) -> None:
         watchdog.deadline = trio.current_time() + self.stall_timeout
@@ -300,12 +324,37 @@ class EmbeddedDataManager:
         self._running[obj_id] = (done, sink.expected_size)
 
     async def _record_failure(
-        self, temp: Path, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None
+        self, partial: _Partial, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None
     ) -> None:
         with trio.CancelScope(shield=True):
-            self.cache.discard(temp)
+            partial.close()  # first: an unlinked file still open keeps its blocks (a full disk stays full)
+            self.cache.discard(partial.path)
             if self._records is not None:
                 await self._db(self._records.fail, transfer_id, obj, status, error, errno)
+
+
+@dataclass
+class _Partial:
+    """A partial copy's descriptor and path; closed once, before its file is removed."""
+
+    fd: int
+    path: Path
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            _close_quietly(self.fd)
+            self.fd = -1
+
+
+@contextlib.contextmanager
+def _disk_full_is_nospace(obj: ObjectRef, root: Path) -> Iterator[None]:
+    """ENOSPC or EDQUOT from writing the partial (an OSError, hence EIO) becomes DiskFull."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(f"{obj.source}: the cache's filesystem ({root}) is full") from None
 
 
 def _close_quietly(fd: int) -> None:

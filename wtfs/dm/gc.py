@@ -1,15 +1,16 @@
 """Garbage collection of the host cache, per the reference settings.
 
-Usage is the bytes on disk of the files in ``objects/``, never catalog sizes. Past
-``gc_start_fraction`` of the capacity, unlocked copies are evicted least recently unlocked
-first until usage is under ``gc_end_fraction``. A locked copy is never evicted. Synchronous:
-the data manager runs it in a worker thread.
+Usage is the bytes on disk of the complete copies as recorded when each landed (never catalog
+sizes), summed in SQL: nothing here walks the cache directory. Past ``gc_start_fraction`` of
+the capacity, unlocked copies are evicted least recently unlocked first (an index query, read
+in pages) until usage is under ``gc_end_fraction``. A locked copy is never evicted.
+``reconcile`` is the one walk of the disk, for start-up and ``wtfs cache gc``. Synchronous: the
+data manager runs all of it in a worker thread.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 from ..config import CacheSettings
@@ -20,6 +21,9 @@ from .records import CacheRecords
 
 log = logging.getLogger(__name__)
 
+#: Victims read per query: enough for one pass in the usual case, never the whole registry.
+VICTIM_PAGE = 64
+
 
 @dataclass
 class GcReport:
@@ -28,17 +32,23 @@ class GcReport:
     evicted: list[str] = field(default_factory=list)
 
 
-def disk_usage(cache: HostCache) -> tuple[int, dict[str, int]]:
-    """Bytes on disk of every complete copy, in total and per object id."""
-    sizes: dict[str, int] = {}
-    for shard in os.scandir(cache.objects):
-        if shard.is_dir(follow_symlinks=False):
-            for entry in os.scandir(shard.path):
-                try:
-                    sizes[entry.name] = entry.stat(follow_symlinks=False).st_blocks * 512
-                except FileNotFoundError:
-                    continue
-    return sum(sizes.values()), sizes
+@dataclass
+class Reconciled:
+    missing: list[str]
+    strays: list[str]
+    tightened: int
+
+
+def reconcile(cache: HostCache, records: CacheRecords) -> Reconciled:
+    """Walk ``objects/`` once and set the records right: missing copies evicted, sizes corrected,
+    files nobody recorded removed (never serve a copy we cannot vouch for)."""
+    sizes, tightened = cache.scan()
+    missing, strays = records.reconcile(sizes)
+    for object_id in strays:
+        cache.path_for(object_id).unlink(missing_ok=True)
+    if missing or strays:
+        log.warning("cache reconciled: %d records without a file, %d files without a record", len(missing), len(strays))
+    return Reconciled(missing, strays, tightened)
 
 
 def collect(
@@ -49,12 +59,12 @@ def collect(
     dry_run: bool = False,
 ) -> GcReport:
     """One GC pass: nothing below the start fraction unless ``force``."""
-    usage, sizes = disk_usage(cache)
+    usage = records.usage()
     report = GcReport(usage, usage)
     if not force and usage <= settings.gc_start_fraction * settings.capacity:
         return report
     target = settings.gc_end_fraction * settings.capacity
-    _evict_until(cache, records, sizes, report, target, dry_run)
+    _evict_until(cache, records, report, target, dry_run)
     if report.evicted:
         log.info(
             "gc: evicted %d copies, %s -> %s of %s",
@@ -76,20 +86,40 @@ def make_room(
             f"{format_size(needed)} does not fit: {format_size(pinned)} of the cache's"
             f" {format_size(settings.capacity)} is locked or in transfer"
         )
-    usage, sizes = disk_usage(cache)
+    usage = records.usage()
     report = GcReport(usage, usage)
     if usage + needed > settings.capacity:
-        _evict_until(cache, records, sizes, report, settings.capacity - needed, dry_run=False)
+        _evict_until(cache, records, report, settings.capacity - needed, dry_run=False)
     return report
 
 
-def _evict_until(
-    cache: HostCache, records: CacheRecords, sizes: dict[str, int], report: GcReport, target: float, dry_run: bool
-) -> None:
-    for object_id in records.eviction_candidates():
-        if report.usage_after <= target:
-            break
-        freed = sizes.get(object_id, 0) if dry_run else records.evict(object_id, cache.remove)
-        if freed is not None:
-            report.evicted.append(object_id)
-            report.usage_after -= freed
+def relieve(cache: HostCache, records: CacheRecords, needed: int | None) -> GcReport:
+    """The cache's filesystem is full (it is smaller than the capacity says): evict unlocked
+    copies until ``needed`` bytes are freed, or every unlocked copy when the size is unknown."""
+    usage = records.usage()
+    report = GcReport(usage, usage)
+    _evict_until(cache, records, report, max(usage - needed, 0) if needed is not None else 0, dry_run=False)
+    if report.evicted:
+        log.info("disk full: evicted %d copies, %s freed", len(report.evicted), format_size(usage - report.usage_after))
+    return report
+
+
+def _evict_until(cache: HostCache, records: CacheRecords, report: GcReport, target: float, dry_run: bool) -> None:
+    """Evict page by page; an evicted copy leaves the query, a skipped one (locked meanwhile) too,
+    so a page that frees nothing ends the pass. A dry run pages on by offset instead."""
+    offset = 0
+    while report.usage_after > target:
+        page = records.eviction_candidates(VICTIM_PAGE, offset)
+        progressed = False
+        for object_id, recorded in page:
+            if report.usage_after <= target:
+                return
+            freed = recorded if dry_run else records.evict(object_id, cache.remove)
+            if freed is not None:
+                report.evicted.append(object_id)
+                report.usage_after -= freed
+                progressed = True
+        if dry_run:
+            offset += len(page)
+        if len(page) < VICTIM_PAGE or not (progressed or dry_run):
+            return

@@ -7,6 +7,7 @@ synchronous and runs in a worker thread (``DataManager`` calls it through ``trio
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import socket
@@ -23,7 +24,8 @@ from ..procfs import pid_alive
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     id TEXT PRIMARY KEY, source TEXT NOT NULL, size INTEGER, sha256 TEXT,
-    status TEXT NOT NULL, registered REAL NOT NULL, last_used REAL, last_unlocked REAL
+    status TEXT NOT NULL, registered REAL NOT NULL, last_used REAL, last_unlocked REAL,
+    disk_bytes INTEGER
 );
 CREATE TABLE IF NOT EXISTS transfers (
     id INTEGER PRIMARY KEY AUTOINCREMENT, object_id TEXT NOT NULL, source TEXT NOT NULL,
@@ -44,6 +46,14 @@ CREATE TABLE IF NOT EXISTS daemons (
 );
 """
 
+#: After the tables (and any added column): usage summed from an index, victims read in order.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS objects_usage ON objects (status, disk_bytes);
+CREATE INDEX IF NOT EXISTS objects_idle ON objects (status, COALESCE(last_unlocked, last_used, registered), registered);
+"""
+#: Columns added since the first schema: (table, column, declaration).
+ADDED_COLUMNS = (("objects", "disk_bytes", "INTEGER"),)
+
 
 class TransferStatus(enum.IntEnum):
     INITIALIZING = 0
@@ -62,6 +72,7 @@ class ObjectStatus(enum.StrEnum):
     TRANSFERRING = "TRANSFERRING"
     EVICTED = "EVICTED"
     FAILED = "FAILED"
+    REMOTE = "REMOTE"  # a transfer was interrupted (disk full, shutdown): nothing wrong with the object
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,19 @@ class CacheRecords:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._migrate()
+        self.conn.executescript(INDEXES)
 
     def close(self) -> None:
         self.conn.close()
+
+    def _migrate(self) -> None:
+        """Add columns a cache written by an older wtfs lacks (reconciliation fills them)."""
+        for table, column, declaration in ADDED_COLUMNS:
+            names = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in names:
+                with contextlib.suppress(sqlite3.OperationalError):  # another daemon added it first
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -203,19 +224,22 @@ class CacheRecords:
                     (transferred, size, transfer_id),
                 )
 
-    def finish(self, transfer_id: int, obj: ObjectRef, size: int) -> None:
+    def finish(self, transfer_id: int, obj: ObjectRef, size: int, disk_bytes: int) -> None:
+        """The copy landed: its bytes on disk are recorded here, so usage is a sum, never a scan."""
         with self._write() as db:
             db.execute("UPDATE transfers SET transferred=?, size=? WHERE id=?", (size, size, transfer_id))
             self._end_transfer(db, transfer_id, TransferStatus.DONE, None, None)
             db.execute(
-                "UPDATE objects SET status=?, size=?, last_used=? WHERE id=?",
-                (ObjectStatus.ACTIVE, size, time.time(), obj.id),
+                "UPDATE objects SET status=?, size=?, disk_bytes=?, last_used=? WHERE id=?",
+                (ObjectStatus.ACTIVE, size, disk_bytes, time.time(), obj.id),
             )
 
     def fail(self, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None) -> None:
+        """End a transfer that did not land; a temporary failure leaves the object remote."""
+        after = ObjectStatus.REMOTE if status == TransferStatus.FAILED_TEMPORARILY else ObjectStatus.FAILED
         with self._write() as db:
             self._end_transfer(db, transfer_id, status, error, errno)
-            db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.FAILED, obj.id))
+            db.execute("UPDATE objects SET status=? WHERE id=?", (after, obj.id))
 
     @staticmethod
     def _end_transfer(
@@ -266,48 +290,66 @@ class CacheRecords:
         )
         return [dict(row) for row in rows]
 
-    def eviction_candidates(self) -> list[str]:
-        """Unlocked cached objects, least recently unlocked (or used) first."""
-        rows = self.conn.execute(
-            "SELECT id FROM objects o WHERE status=? AND NOT EXISTS (SELECT 1 FROM locks l WHERE l.object_id=o.id)"
-            " ORDER BY COALESCE(last_unlocked, last_used, registered), registered",
-            (ObjectStatus.ACTIVE,),
-        )
-        return [str(row["id"]) for row in rows]
-
-    def evict(self, object_id: str, remove: Callable[[str], int]) -> int | None:
-        """Evict one object if still unlocked; ``remove`` deletes its file inside the transaction,
-        so a lock arriving now waits for the eviction and then sees the copy gone. Returns bytes freed,
-        None when the object was locked or not cached after all."""
-        with self._write() as db:
-            locked = db.execute("SELECT 1 FROM locks WHERE object_id=? LIMIT 1", (object_id,)).fetchone()
-            row = db.execute("SELECT status FROM objects WHERE id=?", (object_id,)).fetchone()
-            if locked or row is None or row["status"] != ObjectStatus.ACTIVE:
-                return None
-            freed = remove(object_id)
-            db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.EVICTED, object_id))
-            return freed
-
-    def pinned_bytes(self, besides: str) -> int:
-        """Bytes that GC cannot free: locked copies and transfers in flight, other than ``besides``."""
+    def usage(self) -> int:
+        """Bytes on disk of every complete copy, as recorded at landing (an index sum, no scan)."""
         row = self.conn.execute(
-            "SELECT COALESCE(SUM(size), 0) AS n FROM objects o WHERE id != ? AND (status=? OR"
-            " (status=? AND EXISTS (SELECT 1 FROM locks l WHERE l.object_id=o.id)))",
-            (besides, ObjectStatus.TRANSFERRING, ObjectStatus.ACTIVE),
+            "SELECT COALESCE(SUM(disk_bytes), 0) AS n FROM objects WHERE status='ACTIVE'"
         ).fetchone()
         return int(row["n"])
 
-    def reconcile(self, present: set[str]) -> tuple[list[str], list[str]]:
-        """Records and files that disagree: ACTIVE records without a file become EVICTED;
-        returns (those ids, ids of files with no ACTIVE record, to be removed)."""
+    def eviction_candidates(self, limit: int, offset: int = 0) -> list[tuple[str, int]]:
+        """(id, bytes on disk) of unlocked cached copies, least recently unlocked (or used) first,
+        read in pages along the ``objects_idle`` index so GC never loads the whole registry."""
+        rows = self.conn.execute(
+            "SELECT id, COALESCE(disk_bytes, 0) AS n FROM objects o WHERE status='ACTIVE'"
+            " AND NOT EXISTS (SELECT 1 FROM locks l WHERE l.object_id=o.id)"
+            " ORDER BY COALESCE(last_unlocked, last_used, registered), registered LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [(str(row["id"]), int(row["n"])) for row in rows]
+
+    def evict(self, object_id: str, remove: Callable[[str], int]) -> int | None:
+        """Evict one object if still unlocked; ``remove`` deletes its file inside the transaction,
+        so a lock arriving now waits for the eviction and then sees the copy gone. Returns the bytes
+        freed (as recorded), None when the object was locked or not cached after all."""
         with self._write() as db:
-            status = {str(r["id"]): str(r["status"]) for r in db.execute("SELECT id, status FROM objects")}
+            locked = db.execute("SELECT 1 FROM locks WHERE object_id=? LIMIT 1", (object_id,)).fetchone()
+            row = db.execute("SELECT status, disk_bytes FROM objects WHERE id=?", (object_id,)).fetchone()
+            if locked or row is None or row["status"] != ObjectStatus.ACTIVE:
+                return None
+            freed = remove(object_id)
+            db.execute("UPDATE objects SET status=?, disk_bytes=NULL WHERE id=?", (ObjectStatus.EVICTED, object_id))
+            return freed if row["disk_bytes"] is None else int(row["disk_bytes"])
+
+    def pinned_bytes(self, besides: str) -> int:
+        """Bytes that GC cannot free: locked copies and transfers in flight, other than ``besides``.
+        Read from the locks and the few transfers, never across the whole registry."""
+        locked = self.conn.execute(
+            "SELECT COALESCE(SUM(o.size), 0) AS n FROM (SELECT DISTINCT object_id FROM locks) l"
+            " JOIN objects o ON o.id = l.object_id WHERE o.status='ACTIVE' AND o.id != ?",
+            (besides,),
+        ).fetchone()
+        landing = self.conn.execute(
+            "SELECT COALESCE(SUM(size), 0) AS n FROM objects WHERE status='TRANSFERRING' AND id != ?", (besides,)
+        ).fetchone()
+        return int(locked["n"]) + int(landing["n"])
+
+    def reconcile(self, present: dict[str, int]) -> tuple[list[str], list[str]]:
+        """Set the records right from the disk (``present``: id -> bytes on disk): ACTIVE records
+        without a file become EVICTED, recorded sizes that differ are corrected; returns (those
+        missing ids, ids of files with no ACTIVE or landing record, to be removed)."""
+        with self._write() as db:
+            rows = db.execute("SELECT id, status, disk_bytes FROM objects").fetchall()
+            status = {str(r["id"]): str(r["status"]) for r in rows}
             active = {i for i, s in status.items() if s == ObjectStatus.ACTIVE}
             landing = {i for i, s in status.items() if s == ObjectStatus.TRANSFERRING}  # renamed, not yet recorded
-            missing = sorted(active - present)
+            missing = sorted(active - present.keys())
             for object_id in missing:
-                db.execute("UPDATE objects SET status=? WHERE id=?", (ObjectStatus.EVICTED, object_id))
-            strays = sorted(present - active - landing)
+                db.execute("UPDATE objects SET status=?, disk_bytes=NULL WHERE id=?", (ObjectStatus.EVICTED, object_id))
+            for r in rows:
+                if r["id"] in active and r["id"] in present and r["disk_bytes"] != present[r["id"]]:
+                    db.execute("UPDATE objects SET disk_bytes=? WHERE id=?", (present[r["id"]], r["id"]))
+            strays = sorted(present.keys() - active - landing)
         return missing, strays
 
     # -- locks ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What an operator sees of the host cache: usage, sessions, locks, transfers with rate and ETA.
 
-One builder serves ``wtfs status --json`` and the mount's ``.wtfs/status.json``, so they agree.
+One builder serves ``wtfs status --json`` and the mount's ``.wtfs/status.json``, so they agree;
+it masks credentials in the URLs that error texts quote.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import socket
 import time
 from typing import Any
 
+from ..log import mask_credentials
 from .cache import HostCache
-from .gc import disk_usage
 from .records import ACTIVE_STATUSES, CacheRecords, TransferStatus
 
 
@@ -34,13 +35,13 @@ def transfer_view(row: dict[str, Any], now: float) -> dict[str, Any]:
         "eta": None if eta is None else round(eta, 1),
         "startTime": row.get("start_time"),
         "endTime": row.get("end_time"),
-        "error": row.get("error"),
+        "error": mask_credentials(row["error"]) if row.get("error") else None,
     }
 
 
 def status_report(records: CacheRecords, cache: HostCache, session: str | None = None) -> dict[str, Any]:
     now = time.time()
-    usage, _ = disk_usage(cache)
+    usage = records.usage()
     capacity = records.setting("capacity")
     live = records.live_daemon_ids()
     daemons = [d for d in records.daemons() if d["id"] in live]
