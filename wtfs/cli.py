@@ -21,12 +21,13 @@ from .config import Spec, load_spec
 from .errors import MountError, SpecError, WtfsError
 from .log import setup_logging
 from .procfs import pid_alive
+from .publish import command as publish_command
 from .store import RunStore, session_stores
 from .store.executor import cancel, command_for, execute
 from .store.runs import Run, RunStatus, create_run
 from .store.versions import Unchanged, check_name, default_name, version_store
 
-COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch", "check"}
+COMMANDS = {"mount", "umount", "version", "run", "status", "cache", "prefetch", "check", "publish"}
 EXIT_FAILED = 1
 EXIT_UNCHANGED = 3
 EXIT_USAGE = 2
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("mountpoint")
     check.add_argument("--timeout", type=float, default=10.0)
 
+    publish_command.add_arguments(sub.add_parser("publish", help="upload a file or tree into a Girder folder"))
+
     umount = sub.add_parser("umount", help="release locks and unmount cleanly")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
@@ -141,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cache_commands.cache_evict(args.paths)
         if args.command == "prefetch":
             return cache_commands.prefetch(args.paths, args.wait)
+        if args.command == "publish":
+            return publish_command.run(args)
         if args.command == "check":
             healthy, reason = mounttable.check(args.mountpoint, args.timeout)
             print(f"{args.mountpoint}: {reason}", file=sys.stdout if healthy else sys.stderr)
