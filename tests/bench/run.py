@@ -303,9 +303,15 @@ def write_fsync(target: Path) -> float:
 
 
 def interleaved_medians(*measures: Callable[[], float]) -> list[float]:
-    """Median of REPEAT rounds of each measurement, taken in turn each round so drift hits all alike."""
-    rounds = [[measure() for measure in measures] for _ in range(REPEAT)]
-    return [statistics.median(column) for column in zip(*rounds, strict=True)]
+    """Median of REPEAT rounds of each measurement, taken in turn each round so drift hits all
+    alike, and in a rotated order each round: memory the previous side just freed is faster to
+    reuse than memory the VM handed back to its host, so no side may always go first."""
+    times: list[list[float]] = [[] for _ in measures]
+    for round_number in range(REPEAT):
+        for step in range(len(measures)):
+            index = (step + round_number) % len(measures)
+            times[index].append(measures[index]())
+    return [statistics.median(column) for column in times]
 
 
 def bench_workspace() -> list[str]:
