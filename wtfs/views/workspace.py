@@ -6,8 +6,9 @@ is ever built from the workspace root, so a user who swaps a directory for a sym
 the root daemon outside, and PATH_MAX is the disk's. Nodes are keyed by (st_dev, st_ino): hard
 links are one inode, and an unlinked file keeps working while the kernel still knows it.
 
-What a caller creates is theirs: it is made with mode 0 (nobody can use it), given the caller's
-uid and gid (the directory's gid under setgid), then the caller's mode less the caller's umask.
+What a caller creates is theirs: a file is made nameless (O_TMPFILE), given the caller's uid and
+gid (the directory's gid under setgid) and the caller's mode less the caller's umask, then
+linked in; a directory, node or symlink is made with mode 0 (nobody can use it) and handed over.
 
 Versions share inodes with the workspace (hard links). Before an inode changes (opened for
 writing, truncated, chmod, chown, utime, xattrs), ``unshare`` gives every version holding it a
@@ -190,14 +191,38 @@ class WorkspaceNode(Node):
         return self.tree.node_for(fd, st)
 
     async def create(self, name: str, mode: int, flags: int, caller: Caller) -> tuple[Node, OpenFile]:
-        open_flags = (flags & _NO_CREATE) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(name, open_flags, 0, dir_fd=self.fd)
+            fd = self._create_owned(name, mode, flags, caller)
         except FileExistsError:
             if flags & os.O_EXCL:
                 raise
             node = self._child(name)  # made by someone else meanwhile: open it as it is
             return node, await node.open(flags)
+        node = self.tree.node_for(os.open(posix.proc_path(fd), os.O_PATH | os.O_CLOEXEC))
+        return node, WorkspaceFile(node, fd, flags)
+
+    def _create_owned(self, name: str, mode: int, flags: int, caller: Caller) -> int:
+        """A new file, already the caller's when its name appears: made nameless (O_TMPFILE),
+        handed over, then linked in (EEXIST if the name is taken). Where the disk has no
+        O_TMPFILE: made by name with mode 0, so nobody can use it before it is handed over."""
+        extra = flags & (os.O_APPEND | os.O_DSYNC | os.O_SYNC | os.O_NOATIME)
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC | extra, 0, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            return self._create_by_name(name, mode, flags, caller)
+        try:
+            self._give(fd, mode, caller)
+            os.link(posix.proc_path(fd), name, dst_dir_fd=self.fd, follow_symlinks=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _create_by_name(self, name: str, mode: int, flags: int, caller: Caller) -> int:
+        open_flags = (flags & _NO_CREATE) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, open_flags, 0, dir_fd=self.fd)
         try:
             self._give(fd, mode, caller)
         except BaseException:
@@ -205,8 +230,7 @@ class WorkspaceNode(Node):
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=self.fd)
             raise
-        node = self.tree.node_for(os.open(posix.proc_path(fd), os.O_PATH | os.O_CLOEXEC))
-        return node, WorkspaceFile(node, fd, flags)
+        return fd
 
     async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
         os.mkdir(name, 0, dir_fd=self.fd)
