@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create = version.add_parser("create", help="snapshot the workspace into a new version")
     create.add_argument("mountpoint")
-    create.add_argument("--name", help="default: the date in %%c format")
+    create.add_argument("--name", help="default: the local time, e.g. 2026-11-30T12.00.00")
     create.add_argument("--force", action="store_true", help="create even if nothing changed")
 
     run = sub.add_parser("run", help="create, start, cancel and inspect recorded runs").add_subparsers(

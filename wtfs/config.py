@@ -283,6 +283,9 @@ def _int_option(key: str, value: str) -> int:
         raise SpecError("-o", key, f"not a number: {value!r}") from None
 
 
+_BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def _is_section_key(key: str) -> bool:
     section, _, sub = key.partition(".")
     return section in _SECTIONS and sub in spec_keys(_SECTIONS[section])
@@ -512,7 +515,10 @@ class _Loader:
         return value
 
     def boolean(self, raw: dict[str, Any], key: str, prefix: str, default: bool) -> bool:
+        """A TOML boolean, or its spelling as an ``-o key=value`` string."""
         value = raw.get(key, default)
+        if isinstance(value, str) and value.lower() in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[value.lower()]
         if not isinstance(value, bool):
             raise self.fail(prefix + key, f"must be true or false, got {value!r}")
         return value

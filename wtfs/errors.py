@@ -107,6 +107,12 @@ class NotSupported(WtfsError):
     errno = errno.ENOTSUP
 
 
+class NotPermitted(WtfsError):
+    """What needs a privilege or an option the mount was not given (device nodes without dev)."""
+
+    errno = errno.EPERM
+
+
 class RaceLost(WtfsError):
     """A name changed between creating it and taking a handle on it: nothing was given away."""
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import trio
 
 from .. import posix, procfs
-from ..errors import AccessDenied, RaceLost
+from ..errors import NotPermitted, RaceLost
 from .base import STABLE_INODE_BASE, Attr, Caller, Node, OpenFile, SetAttr, wants_write
 
 #: How long the kernel may keep a workspace entry's attributes: passthrough_ll's default. Changes
@@ -239,7 +239,7 @@ class WorkspaceNode(Node):
     async def mknod(self, name: str, mode: int, rdev: int, caller: Caller) -> Node:
         kind = stat.S_IFMT(mode)
         if kind in (stat.S_IFCHR, stat.S_IFBLK) and not self.tree.devices:
-            raise AccessDenied("device nodes need the mount option dev")
+            raise NotPermitted("device nodes need the mount option dev")
         os.mknod(name, kind, rdev, dir_fd=self.fd)
         return self._made(name, kind, mode, caller, lambda: os.unlink(name, dir_fd=self.fd))
 
