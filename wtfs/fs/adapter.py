@@ -22,12 +22,19 @@ log = logging.getLogger(__name__)
 
 def _attributes(entry: Entry) -> pyfuse3.EntryAttributes:
     out = pyfuse3.EntryAttributes()
-    for name in (
-        "st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size", "st_blocks", "st_blksize",
-        "st_atime_ns", "st_mtime_ns", "st_ctime_ns",
-    ):  # fmt: skip
-        setattr(out, name, getattr(entry, name))
+    out.st_ino = entry.st_ino
     out.generation = 0
+    out.st_mode = entry.st_mode
+    out.st_nlink = entry.st_nlink
+    out.st_uid = entry.st_uid
+    out.st_gid = entry.st_gid
+    out.st_rdev = entry.st_rdev
+    out.st_size = entry.st_size
+    out.st_blocks = entry.st_blocks
+    out.st_blksize = entry.st_blksize
+    out.st_atime_ns = entry.st_atime_ns
+    out.st_mtime_ns = entry.st_mtime_ns
+    out.st_ctime_ns = entry.st_ctime_ns
     out.attr_timeout = out.entry_timeout = entry.timeout
     return out
 

@@ -35,9 +35,11 @@ class Presentation:
     statfs_path: str = "/"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """What the kernel is told of one inode: its stat fields and how long to trust them."""
+    """What the kernel is told of one inode: its stat fields and how long to trust them.
+
+    Made for every entry of every listing: slots and no freezing keep that cheap."""
 
     st_ino: int
     st_mode: int
@@ -54,7 +56,7 @@ class Entry:
     st_blksize: int = 128 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DirEntry:
     name: str
     entry: Entry
