@@ -218,3 +218,17 @@ def test_mountpoint_from_the_spec(session: Session, http: Server, tmp_path: Path
         assert (target / "data" / "f").read_bytes() == b"x"
     finally:
         assert wtfs("umount", str(target)).returncode == 0
+
+
+@pytest.mark.fuse
+def test_sighup_reopens_the_log_and_keeps_the_mount(session: Session, http: Server) -> None:
+    """What logrotate does: move the log away, send SIGHUP; the daemon writes a new log and stays."""
+    m = session.mount(session.spec([{"mountPath": "/f", "url": http.add("/f", b"x")}]))
+    rotated = m.log.with_name("wtfs.log.1")
+    os.rename(m.log, rotated)
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: m.log.exists() and "log reopened" in m.log.read_text(), what="a new log file")
+    assert stat.S_IMODE(m.log.stat().st_mode) == 0o600
+    assert (m.data / "f").read_bytes() == b"x"  # still mounted and serving
+    assert wtfs("check", str(m.path)).returncode == 0
+    assert "unmounting" not in m.log.read_text() + rotated.read_text()

@@ -120,6 +120,7 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--log-file", default=None, help=argparse.SUPPRESS)  # reopened on SIGHUP
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +180,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         from . import daemon
 
         setup_logging(args.debug)
-        return daemon.run(spec, args.mountpoint, daemon.ReadyReport(args.ready_fd))
+        return daemon.run(spec, args.mountpoint, daemon.ReadyReport(args.ready_fd), args.log_file)
     return _start_background(args, spec.state_dir)
 
 
@@ -189,7 +190,8 @@ def _start_background(args: argparse.Namespace, state_dir: Path) -> int:
     log_path = state_dir / "wtfs.log"
     os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
     read_end, write_end = os.pipe()
-    command = [sys.executable, "-m", "wtfs", "mount", "-f", "--ready-fd", str(write_end), args.spec, args.mountpoint]
+    command = [sys.executable, "-m", "wtfs", "mount", "-f", "--ready-fd", str(write_end), "--log-file", str(log_path)]
+    command += [args.spec, args.mountpoint]
     for group in args.options:
         command += ["-o", group]
     if args.debug:

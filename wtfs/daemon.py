@@ -35,6 +35,7 @@ from .dm.wholetale import HostSide, WholeTaleDataManager
 from .errors import AccessDenied, MountError, WtfsError
 from .fs import FsCore, Presentation
 from .fs.adapter import Operations
+from .log import reopen_log
 from .providers import HttpProvider, default_providers
 from .providers.girder import GirderProvider
 from .providers.globus import GlobusProvider, check_staging, transfer_client
@@ -125,12 +126,13 @@ def fuse_options(spec: Spec) -> set[str]:
     return options
 
 
-def run(spec: Spec, mountpoint: str, report: ReadyReport) -> int:
-    """Serve the mount until unmounted or signalled; the exit status."""
+def run(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str | None = None) -> int:
+    """Serve the mount until unmounted or signalled; the exit status. ``log_file``: where the
+    log goes, reopened on SIGHUP (logrotate)."""
     mountpoint = os.path.abspath(mountpoint)
     try:
         check_mountpoint(mountpoint)
-        trio.run(_serve, spec, mountpoint, report)
+        trio.run(_serve, spec, mountpoint, report, log_file)
     except Exception as raised:
         exc = _sole(raised)
         if isinstance(exc, WtfsError):
@@ -211,7 +213,7 @@ def _presentation(spec: Spec) -> Presentation:
     )
 
 
-async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
+async def _serve(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str | None) -> None:
     async with open_session(spec, mountpoint) as session, trio.open_nursery() as nursery:
         try:
             pyfuse3.init(Operations(session.core), mountpoint, fuse_options(spec))
@@ -219,7 +221,7 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
             raise MountError(f"{mountpoint}: mount failed: {exc}") from None
         try:  # mounted: from here on, shutdown unmounts
             if threading.current_thread() is threading.main_thread():
-                nursery.start_soon(_watch_signals, session.dm.interrupt)
+                nursery.start_soon(_watch_signals, session.dm.interrupt, log_file)
             nursery.start_soon(_announce, spec, mountpoint, report)
             await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
         finally:
@@ -377,10 +379,26 @@ async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
     report.ready()
 
 
-async def _watch_signals(interrupt: Callable[[], None]) -> None:
+async def _watch_signals(interrupt: Callable[[], None], log_file: str | None) -> None:
+    """SIGTERM and SIGINT unmount; SIGHUP only reopens the log (logrotate's postrotate sends it)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                _reopen(log_file)
+                continue
             log.info("%s: releasing locks and unmounting", signal.Signals(signum).name)
             interrupt()
             pyfuse3.terminate()
             return
+
+
+def _reopen(log_file: str | None) -> None:
+    if log_file is None:
+        log.info("SIGHUP: the log is this process's stderr (foreground or journal): nothing to reopen")
+        return
+    try:
+        reopen_log(log_file)
+    except OSError as exc:
+        log.error("SIGHUP: cannot reopen %s: %s; logging on to the old file", log_file, exc.strerror)
+        return
+    log.info("SIGHUP: log reopened at %s", log_file)

@@ -77,3 +77,16 @@ def _make_private(fd: int) -> None:
         logging.getLogger(__name__).warning(
             "the log file was readable by other users (mode %o); made private", stat.S_IMODE(info.st_mode)
         )
+
+
+def reopen_log(path: str) -> None:
+    """After logrotate moved the log away (SIGHUP): write to a new file at ``path`` from now on.
+
+    stdout and stderr are the log file in the background (the starter redirected them), so the
+    new file takes their places and every handler follows."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, LOG_FILE_MODE)
+    try:
+        for target in (1, 2):
+            os.dup2(fd, target)
+    finally:
+        os.close(fd)
