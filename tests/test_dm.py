@@ -187,3 +187,15 @@ async def test_interrupt_fails_waiting_locks(http: Server, dm_factory: Factory) 
         dm.interrupt()
     assert [type(e).__name__ for e in outcome] == ["Interrupted"]
     assert dm.records.locks() == []
+
+
+def test_a_report_keeps_running_transfers_and_the_recent_finished_ones() -> None:
+    from wtfs.dm.records import TransferStatus
+    from wtfs.dm.report import RECENT_TRANSFERS, recent
+
+    done = [{"id": i, "status": TransferStatus.DONE} for i in range(RECENT_TRANSFERS + 50)]
+    running = {"id": 3, "status": TransferStatus.TRANSFERRING}
+    rows = sorted([*done, running], key=lambda r: (r["id"], r["status"] != TransferStatus.TRANSFERRING))
+    kept = recent(rows)
+    assert running in kept  # a running transfer is never dropped, however old
+    assert [r for r in kept if r is not running] == done[-RECENT_TRANSFERS:]  # and the last N finished

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Session
+from tests.httpserver import Server
 from tests.mounting import Mount, wait_for, wtfs
 
 pytestmark = pytest.mark.fuse
@@ -237,3 +238,11 @@ def test_a_version_a_run_takes_copies_files_open_for_writing(run_mount: Mount) -
         f.write(b"CHANGED")
     version = os.readlink(m.path / "runs" / "r" / "version").rsplit("/", 1)[1]
     assert (m.path / "versions" / version / "workspace" / "data.txt").read_text() == "changed\n"
+
+
+@pytest.mark.fuse
+def test_run_commands_on_a_session_without_a_workspace_say_so(session: Session, http: Server) -> None:
+    m = session.mount(session.spec([{"mountPath": "/f", "url": http.add("/f", b"x")}]))
+    result = wtfs("run", "create", str(m.path))
+    assert result.returncode == 1
+    assert result.stderr == f"wtfs: {m.path}: the session has no workspace, so no runs\n"  # no traceback

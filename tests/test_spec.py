@@ -146,3 +146,10 @@ def test_missing_spec_file(tmp_path: Path) -> None:
     result = wtfs("mount", str(tmp_path / "nope.toml"), str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip() == f"wtfs: {tmp_path / 'nope.toml'}: no such spec file"
+
+
+def test_version_is_one_line_and_exit_0() -> None:
+    from wtfs import __version__
+
+    result = wtfs("--version")
+    assert result.returncode == 0 and result.stdout == f"wtfs {__version__}\n"

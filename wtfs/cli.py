@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import cache_commands, mounttable, runtime
+from . import __version__, cache_commands, mounttable, runtime
 from .config import Spec, load_spec
 from .errors import MountError, SpecError, WtfsError
 from .log import setup_logging
@@ -47,6 +47,7 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wtfs", description="FUSE filesystem for reproducible-research sessions")
+    parser.add_argument("--version", action="version", version=f"wtfs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     mount = sub.add_parser("mount", help="mount a session spec")
@@ -317,6 +318,8 @@ def locate_run(run_path: str) -> tuple[Spec, Path, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.action == "create":
         spec = mounted_spec(args.mountpoint)
+        if spec.workspace is None:
+            return _fail(f"{args.mountpoint}: the session has no workspace, so no runs")
         versions, runs = session_stores(spec)
         if args.version is not None:
             run = create_run(runs, versions, args.name, args.version)
@@ -327,6 +330,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"created run {run.name!r} of version {versions.by_id(run.version_id).name!r}")
         return 0
     spec, mountpoint, name = locate_run(args.run_path)
+    if spec.workspace is None:
+        return _fail(f"{mountpoint}: the session has no workspace, so no runs")
     _, runs = session_stores(spec)
     run = runs.get(name)
     if args.action == "status":

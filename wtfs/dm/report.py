@@ -39,15 +39,26 @@ def transfer_view(row: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+#: Finished transfers a report keeps: the recent past, not every transfer since the cache was
+#: made (``.wtfs/status.json`` is read by containers on every poll). Running ones are all kept.
+RECENT_TRANSFERS = 100
+
+
+def recent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every running transfer and the last RECENT_TRANSFERS finished ones, in id order."""
+    finished = [row for row in rows if row["status"] not in ACTIVE_STATUSES][-RECENT_TRANSFERS:]
+    kept = {id(row) for row in finished}
+    return [row for row in rows if row["status"] in ACTIVE_STATUSES or id(row) in kept]
+
+
 def status_report(records: CacheRecords, cache: HostCache, session: str | None = None) -> dict[str, Any]:
     now = time.time()
     usage = records.usage()
     capacity = records.setting("capacity")
     live = records.live_daemon_ids()
     daemons = [d for d in records.daemons() if d["id"] in live]
-    transfers = [transfer_view(t, now) for t in records.transfers()]
-    if session is not None:
-        transfers = [t for t in transfers if t["sessionId"] == session]
+    rows = [t for t in records.transfers() if session is None or t["session"] == session]
+    transfers = [transfer_view(t, now) for t in recent(rows)]
     return {
         "host": socket.gethostname(),
         "cache": {
