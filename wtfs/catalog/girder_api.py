@@ -42,6 +42,10 @@ def read_secret(secrets: Secrets, where: str, section: str) -> tuple[str | None,
     return (value, None) if secrets.api_key_file else (None, value)
 
 
+class Unreachable(TransferFailed):
+    """Girder stopped answering (after bounded retries, or a POST whose fate is unknown)."""
+
+
 def error_for(response: httpx.Response, what: str) -> WtfsError:
     try:
         message = str(response.json().get("message", ""))
@@ -79,7 +83,8 @@ class GirderApi:
         if self._api_key is None:
             return
         # the key goes in the form body: query strings end up in servers' access logs
-        response = await self._send("POST", "api_key/token", None, authenticated=False, form={"key": self._api_key})
+        form = {"data": {"key": self._api_key}}
+        response = await self._send("POST", "api_key/token", None, authenticated=False, body=form)
         if response.status_code != 200:
             raise AccessDenied(f"{self.api_url}: the Girder API key was refused (HTTP {response.status_code})")
         self._token = response.json()["authToken"]["token"]
@@ -93,38 +98,56 @@ class GirderApi:
         path: str,
         params: dict[str, Any] | None,
         authenticated: bool = True,
-        form: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        """One call, retried with backoff on connection errors and (unless a POST) 5xx; bounded."""
+        """One call, retried with backoff on connection errors and (unless a POST) 5xx; bounded.
+
+        ``body``: httpx's ``data`` (a form), ``json`` or ``content`` (raw bytes) argument."""
         for attempt in RETRY.tries():
+            headers = self.headers() if authenticated else {}
+            if body and body.get("content") is not None:
+                headers["Content-Type"] = "application/octet-stream"
             try:
                 response = await self.client.request(
                     method,
                     f"{self.api_url}/{path}",
                     params=params,
-                    data=form,
-                    headers=self.headers() if authenticated else {},
+                    headers=headers,
                     timeout=self.timeout,
+                    **(body or {}),
                 )
                 if response.status_code < 500 or method == "POST":
                     return response  # a POST may have taken effect: never repeat it
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 if method == "POST" and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    raise TransferFailed(f"{self.api_url}: {path}: {type(exc).__name__}, not repeated") from None
+                    name = type(exc).__name__
+                    raise Unreachable(
+                        f"{self.api_url}: {path}: {name}, not repeated (it may have taken effect)"
+                    ) from None
                 problem = type(exc).__name__
             if attempt.last:
-                raise TransferFailed(f"{self.api_url}: Girder unreachable ({problem}) after {attempt.number} attempts")
+                raise Unreachable(f"{self.api_url}: Girder unreachable ({problem}) after {attempt.number} attempts")
             log.info("Girder %s %s: %s; retrying in %.2fs", method, path, problem, attempt.delay)
             await attempt.pause()
         raise AssertionError("unreachable")
 
-    async def call(self, method: str, path: str, params: dict[str, Any] | None = None, what: str = "") -> Any:
-        """One REST call; its JSON answer (None for an empty body). Errors as WtfsErrors."""
-        response = await self._send(method, path, params)
+    async def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        what: str = "",
+        json_body: Any = None,
+        content: bytes | None = None,
+    ) -> Any:
+        """One REST call, with a JSON body or raw bytes if given; its JSON answer (None for an
+        empty body). Errors as WtfsErrors."""
+        body = {"json": json_body} if json_body is not None else {"content": content} if content else None
+        response = await self._send(method, path, params, body=body)
         if response.status_code == 401 and self._api_key is not None:
             await self.authenticate()  # the token expired or was revoked: renew once
-            response = await self._send(method, path, params)
+            response = await self._send(method, path, params, body=body)
         if response.status_code >= 300:
             raise error_for(response, what or path)
         return response.json() if response.content else None

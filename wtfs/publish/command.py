@@ -18,14 +18,14 @@ from typing import Any
 import trio
 
 from .. import __version__, runtime
-from ..catalog.girder_api import GirderApi, read_secret
+from ..catalog.girder_api import GirderApi, Unreachable, read_secret
 from ..config import GirderSettings, Secrets, Spec, WholeTaleSettings, load_spec
 from ..errors import AccessDenied, SpecError, WtfsError
 from ..procfs import pid_alive
 from .journal import Journal, journal_path
 from .progress import Reporter, Tally, reporter
 from .publisher import CHUNK_SIZE, Options, Publisher
-from .remote import Remote, Unreachable, make_client
+from .remote import CALL_TIMEOUT, Remote, make_client
 from .tree import LocalTree, scan
 
 EXIT_FAILED = 1
@@ -155,7 +155,7 @@ async def _publish(args: argparse.Namespace, target: Target, tree: LocalTree, jo
     tally = Tally(total_files=len(tree.files), total_bytes=tree.total_bytes)
     show = reporter(tally, args.json, args.heartbeat)
     async with make_client(args.jobs) as client:
-        remote = Remote(GirderApi(client, target.api_url, target.api_key, target.token))
+        remote = Remote(GirderApi(client, target.api_url, target.api_key, target.token, CALL_TIMEOUT))
         await remote.api.authenticate()
         root_id = await _destination(remote, args, target)
         options = Options(target.wtfs_meta, args.jobs, args.chunk_size, not args.no_overwrite)
@@ -191,7 +191,7 @@ def _failure_lines(publisher: Publisher) -> list[str]:
 async def _destination(remote: Remote, args: argparse.Namespace, target: Target) -> str:
     """The folder id to publish into: --folder-id, or the collection and its path, made as needed."""
     if args.folder_id:
-        found = await remote.call("GET", f"folder/{args.folder_id}", what=f"folder {args.folder_id}")
+        found = await remote.api.call("GET", f"folder/{args.folder_id}", what=f"folder {args.folder_id}")
         if found.get("_accessLevel", 1) < 1:  # Girder's levels: 0 read, 1 write, 2 admin
             raise AccessDenied(f"folder {args.folder_id}: no write access")
         return str(args.folder_id)

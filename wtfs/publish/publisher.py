@@ -16,11 +16,12 @@ from typing import Any
 
 import trio
 
+from ..catalog.girder_api import Unreachable
 from ..errors import AccessDenied, Exists, TransferFailed, WtfsError
 from ..retry import Backoff
 from .journal import Journal, Record, State
 from .progress import Tally
-from .remote import Doc, Remote, Unreachable, is_file
+from .remote import Doc, Remote, is_file
 from .tree import LocalFile, LocalTree
 
 CHUNK_SIZE = 64 * 1024**2
