@@ -76,24 +76,29 @@ class Session:
         self.mounts.append(result)
         return result
 
+    def close(self) -> None:
+        """Unmount everything cleanly (lazily only as a fallback) and fail on what went wrong:
+        an unmount that did not work, or an error that reached the errno boundary unclassified."""
+        failures = []
+        for m in self.mounts:
+            try:
+                m.unmount()
+            except AssertionError as exc:
+                failures.append(str(exc))
+        for m in self.mounts:
+            if is_mounted(m.path):
+                subprocess.run(["fusermount3", "-uz", str(m.path)], check=False)
+        assert not failures, failures
+        for m in self.mounts:
+            log = m.log.read_text(errors="replace") if m.log.exists() else ""
+            assert "unexpected error in" not in log, f"{m.log}: {log[log.index('unexpected error in') :][:2000]}"
+
 
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[Session]:
     state = Session(tmp_path, tmp_path / "cache")
     yield state
-    failures = []
-    for m in state.mounts:
-        try:
-            m.unmount()
-        except AssertionError as exc:
-            failures.append(str(exc))
-    for m in state.mounts:
-        if is_mounted(m.path):
-            subprocess.run(["fusermount3", "-uz", str(m.path)], check=False)
-    assert not failures, failures
-    for m in state.mounts:  # an error that reached the errno boundary unclassified is a bug
-        log = m.log.read_text(errors="replace") if m.log.exists() else ""
-        assert "unexpected error in" not in log, f"{m.log}: {log[log.index('unexpected error in') :][:2000]}"
+    state.close()
 
 
 @pytest.fixture

@@ -148,6 +148,14 @@ def _girder_mount(session: Session, girder: Girder, folder: str, name: str, **to
     return m
 
 
+def _allowed_dir(tmp_path: Path) -> Path:
+    """The one directory under local_roots, holding the one servable phys_path."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "in.bin").write_bytes(SECRET[::-1])
+    return allowed
+
+
 def _refusals(m: Mount, item_id: str) -> list[str]:
     lines = m.log.read_text().splitlines()
     return [line for line in lines if item_id in line and "outside local_roots" in line]
@@ -156,9 +164,7 @@ def _refusals(m: Mount, item_id: str) -> list[str]:
 def test_phys_path_is_served_only_beneath_local_roots(
     session: Session, girder: Girder, tmp_path: Path, outside: Path
 ) -> None:
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    (allowed / "in.bin").write_bytes(SECRET[::-1])
+    allowed = _allowed_dir(tmp_path)
     folder, ids = _phys_items(girder, allowed, outside)
     m = _girder_mount(session, girder, folder, "rooted", local_roots=["allowed"])  # relative to the spec
     phys = m.data / "phys"
@@ -175,9 +181,7 @@ def test_phys_path_is_served_only_beneath_local_roots(
 def test_cached_phys_path_copy_is_no_way_around_local_roots(
     session: Session, girder: Girder, tmp_path: Path, outside: Path
 ) -> None:
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    (allowed / "in.bin").write_bytes(SECRET[::-1])
+    allowed = _allowed_dir(tmp_path)
     folder, ids = _phys_items(girder, allowed, outside)
     rooted = _girder_mount(session, girder, folder, "rooted", local_roots=[str(allowed)])
     assert (rooted.data / "phys" / "in.bin").read_bytes() == SECRET[::-1]  # now in the host cache

@@ -31,7 +31,7 @@ import pytest
 
 from tests import posix_cases
 from tests.conftest import Session
-from tests.mounting import Mount, is_mounted
+from tests.mounting import Mount
 from tests.posix_cases import BOTH, CASES, IDENTITIES
 
 pytestmark = pytest.mark.fuse
@@ -168,16 +168,7 @@ def workspace_mount(root: Path, sides: Sides, name: str, options: str) -> Iterat
         yield mount
     finally:
         sides.finish()  # nothing may still be using the mount
-        failures = []
-        for m in session.mounts:
-            try:
-                m.unmount()
-            except AssertionError as exc:
-                failures.append(str(exc))
-        for m in session.mounts:
-            if is_mounted(m.path):
-                subprocess.run(["fusermount3", "-uz", str(m.path)], check=False)
-        assert not failures, failures
+        session.close()
 
 
 @pytest.fixture(scope="module")

@@ -168,10 +168,10 @@ class FsCore:
         handle = self.dirs[fh]
         if handle.entries is None or start_id == 0:
             handle.entries = await handle.node.listdir()
-        own = self.entry(handle.inode, await handle.node.attr())
-        if start_id == 0:
-            yield DirEntry(".", own, 1, counted=False)
-        if start_id <= 1:
+        if start_id <= 1:  # "." and "..": only the first batch carries them
+            own = self.entry(handle.inode, await handle.node.attr())
+            if start_id == 0:
+                yield DirEntry(".", own, 1, counted=False)
             parent = self.parents.get(handle.inode, ROOT_INODE)
             yield DirEntry("..", dataclasses.replace(own, st_ino=parent), 2, counted=False)
         for index in range(max(start_id, 2), len(handle.entries) + 2):

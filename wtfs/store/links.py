@@ -25,6 +25,7 @@ CREATE INDEX IF NOT EXISTS links_version ON links (version);
 class LinkIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._schema_made = False  # once per process, not on every call
 
     def create(self) -> bool:
         """Make the index file (0600) if missing; True if it was new and needs a rebuild."""
@@ -38,7 +39,9 @@ class LinkIndex:
     def _db(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=60)
         try:
-            db.executescript(_SCHEMA)
+            if not self._schema_made:
+                db.executescript(_SCHEMA)
+                self._schema_made = True
             with db:
                 yield db
         finally:

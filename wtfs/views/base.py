@@ -164,8 +164,9 @@ class Node:
     async def rmdir(self, name: str) -> None:
         raise ReadOnly("read-only directory")
 
-    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> tuple[Hashable, Hashable] | None:
-        """Rename a child; returns (old key, new key) when the moved nodes' keys changed."""
+    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
+        """Rename a child. Nodes are keyed by what does not change (an inode, an id), so nothing
+        moves in the inode table."""
         raise ReadOnly("read-only directory")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Hashable
 from pathlib import Path
 
 from ..errors import NotFound, ReadOnly
@@ -49,12 +48,11 @@ class RunsDir(Node):
         self._changed()
         return self._node(run)
 
-    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> tuple[Hashable, Hashable] | None:
+    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
         if new_parent is not self:
             raise ReadOnly("runs can only be renamed within runs/")
         await self.repo.rename(name, new_name)
         self._changed()
-        return None  # a run's nodes are keyed by its id, which does not change
 
     async def rmdir(self, name: str) -> None:
         run = await self.repo.get(name)

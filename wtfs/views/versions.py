@@ -7,7 +7,6 @@ host's store, or a WholeTale server); this directory only maps mount operations 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
 
 from ..errors import ReadOnly
 from ..store.repos import Entry, VersionRepo
@@ -44,12 +43,11 @@ class VersionsDir(Node):
         self._changed()
         return self._node(version)
 
-    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> tuple[Hashable, Hashable] | None:
+    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
         if new_parent is not self:
             raise ReadOnly("versions can only be renamed within versions/")
         await self.repo.rename(name, new_name)
         self._changed()
-        return None  # a version's nodes are keyed by its id, which does not change
 
     async def rmdir(self, name: str) -> None:
         await self.repo.delete(name)

@@ -67,14 +67,13 @@ class WorkspaceTree:
     """
 
     def __init__(self, root: str, unshare: Unshare | None = None, devices: bool = False, tag: str = "ws") -> None:
-        self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.tag = tag
         self.unshare = unshare
         self.devices = devices
         self.nodes: dict[InodeId, WorkspaceNode] = {}
         self._writers: collections.Counter[InodeId] = collections.Counter()
         self._writers_lock = threading.Lock()
-        self.root = self.node_for(os.dup(self.root_fd))
+        self.root = self.node_for(os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
 
     def node_for(self, fd: int, st: os.stat_result | None = None) -> WorkspaceNode:
         """The one node of the object ``fd`` refers to; ``fd`` is kept or closed."""
@@ -108,7 +107,6 @@ class WorkspaceTree:
         for node in list(self.nodes.values()):
             node.forget()
         os.close(self.root.fd)
-        os.close(self.root_fd)
 
 
 class WorkspaceNode(Node):
@@ -283,7 +281,6 @@ class WorkspaceNode(Node):
         if not isinstance(new_parent, WorkspaceNode) or new_parent.tree is not self.tree:
             raise OSError(errno.EXDEV, "rename across trees")
         posix.renameat2(self.fd, name, new_parent.fd, new_name, flags)
-        return None  # nodes are keyed by inode: nothing moves in the inode table
 
     # -- changing -----------------------------------------------------------------------------
 
