@@ -96,6 +96,15 @@ class WholeTaleSettings:
 
 
 @dataclass(frozen=True)
+class PublishSettings:
+    """``[publish]``: where every run that ends publishes its ``workspace/`` (as ``<run name>``)."""
+
+    folder_id: str | None = None
+    collection: str | None = None
+    folder_path: str | None = None
+
+
+@dataclass(frozen=True)
 class Entry:
     """One ``[[dataset]]`` entry: where it mounts and where its bytes come from."""
 
@@ -106,6 +115,8 @@ class Entry:
     folder_id: str | None = field(default=None, metadata=_spelled("folderId"))
     size: int | None = None
     sha256: str | None = None
+    #: serve reads before the copy lands (overrides the spec's ``stream``)
+    stream: bool | None = None
 
     @property
     def scheme(self) -> str:
@@ -139,10 +150,19 @@ class Spec:
     cache_dir: Path
     stall_timeout: float = 60.0
     metadata_ttl: float = 60.0
+    #: a group whose members' daemons share this cache: directories 0750, files 0640 with it
+    cache_group: str | None = None
+    #: parallel ranged streams per large transfer where the origin supports Range
+    streams: int = 1
+    #: reads in data/ answered as soon as their range has landed, before the whole copy
+    stream: bool = False
+    #: on a directory's first listing, prefetch up to this many of its files (0: off)
+    prefetch_dir: int = 0
     cache: CacheSettings = field(default=CacheSettings(), metadata=_section(CacheSettings))
     girder: GirderSettings | None = field(default=None, metadata=_section(GirderSettings))
     globus: GlobusSettings | None = field(default=None, metadata=_section(GlobusSettings))
     wholetale: WholeTaleSettings | None = field(default=None, metadata=_section(WholeTaleSettings))
+    publish: PublishSettings | None = field(default=None, metadata=_section(PublishSettings))
     dataset: tuple[Entry, ...] = field(default=(), metadata={"also": ("dataSet",), "option": False})
     #: where a Girder item's local meta.phys_path may point
     local_roots: tuple[Path, ...] = field(default=(), metadata=_NOT_AN_OPTION)
@@ -178,6 +198,8 @@ def _required_keys(cls: type) -> list[str]:
 _SECTIONS: dict[str, type] = {f.name: f.metadata["section"] for f in fields(Spec) if "section" in f.metadata}
 #: Top-level keys that ``-o key=value`` may set.
 _OPTION_KEYS = {key for f in fields(Spec) if (key := _key(f)) is not None and f.metadata.get("option", True)}
+#: Boolean top-level keys: a bare ``-o key`` means ``key=true``.
+_BOOLEAN_OPTION_KEYS = {key for f in fields(Spec) if isinstance(f.default, bool) and (key := _key(f)) in _OPTION_KEYS}
 
 #: fstab/mount(8) options accepted and ignored, as sshfs and rclone do.
 IGNORED_OPTIONS = {
@@ -265,6 +287,8 @@ def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any],
                 overrides[f"cache.{key}"] = value
             elif key == "local_roots":
                 raise SpecError("-o", key, "is a list: give it in the spec file")
+            elif key in _BOOLEAN_OPTION_KEYS and not eq:
+                overrides[key] = "true"
             elif key in _OPTION_KEYS:
                 if not eq:
                     raise SpecError("-o", key, "needs a value (key=value)")
@@ -321,10 +345,15 @@ class _Loader:
             cache_dir=cache_dir,
             stall_timeout=self.duration(raw, "stall_timeout", "", 60.0),
             metadata_ttl=self.duration(raw, "metadata_ttl", "", 60.0),
+            cache_group=self.string(raw, "cache_group", ""),
+            streams=self.integer(raw, "streams", "", 1, low=1, high=64),
+            stream=self.boolean(raw, "stream", "", False),
+            prefetch_dir=self.integer(raw, "prefetch_dir", "", 0, low=0, high=10_000),
             cache=self.cache(self.table(raw, "cache")),
             girder=self.girder(self.table(raw, "girder")),
             globus=self.globus(self.table(raw, "globus")),
             wholetale=self.wholetale(self.table(raw, "wholetale")),
+            publish=self.publish(self.table(raw, "publish")),
             dataset=entries,
             local_roots=self.roots(raw),
         )
@@ -386,6 +415,21 @@ class _Loader:
             private_storage=self.boolean(raw, "private_storage", "wholetale.", True),
         )
 
+    def publish(self, raw: dict[str, Any] | None) -> PublishSettings | None:
+        if raw is None:
+            return None
+        self.unknown(raw, PublishSettings, "publish.")
+        settings = PublishSettings(
+            folder_id=self.string(raw, "folder_id", "publish."),
+            collection=self.string(raw, "collection", "publish."),
+            folder_path=self.string(raw, "folder_path", "publish."),
+        )
+        if (settings.folder_id is None) == (settings.collection is None):
+            raise self.fail("publish.folder_id", "give exactly one of folder_id, collection")
+        if settings.folder_path is not None and settings.collection is None:
+            raise self.fail("publish.folder_path", "needs collection")
+        return settings
+
     def globus(self, raw: dict[str, Any] | None) -> GlobusSettings | None:
         if raw is None:
             return None
@@ -428,6 +472,7 @@ class _Loader:
                 size = parse_size(raw["size"])
             except ValueError as exc:
                 raise self.fail(prefix + "size", str(exc)) from None
+        stream = self.boolean(raw, "stream", prefix, False) if "stream" in raw else None
         sha256 = self.string(raw, "sha256", prefix)
         if sha256 is not None and not SHA256_RE.match(sha256):
             raise self.fail(prefix + "sha256", "must be 64 hexadecimal digits")
@@ -439,6 +484,7 @@ class _Loader:
             folder_id=self.string(raw, "folderId", prefix),
             size=size,
             sha256=sha256.lower() if sha256 else None,
+            stream=stream,
         )
         if entry.url is not None and entry.scheme not in KNOWN_SCHEMES:
             raise self.fail(
@@ -521,6 +567,17 @@ class _Loader:
             return _BOOLEAN_WORDS[value.lower()]
         if not isinstance(value, bool):
             raise self.fail(prefix + key, f"must be true or false, got {value!r}")
+        return value
+
+    def integer(self, raw: dict[str, Any], key: str, prefix: str, default: int, low: int, high: int) -> int:
+        """A whole number in [low, high], or its spelling as an ``-o key=value`` string."""
+        value = raw.get(key, default)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(prefix + key, f"must be a whole number, got {value!r}")
+        if not low <= value <= high:
+            raise self.fail(prefix + key, f"must be between {low} and {high}, got {value}")
         return value
 
     def url(self, raw: dict[str, Any], key: str, prefix: str) -> str:

@@ -7,6 +7,7 @@ back to back on the same files, medians of a few repetitions.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import statistics
@@ -27,6 +28,8 @@ WORK = ROOT / ".bench"
 BIG = 1024**3
 REPEAT = 3
 EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
+#: Modules of tests/bench/ whose SECTIONS (functions returning printed lines) run after these.
+EXTRA_SECTIONS = ("cache", "transfer", "metadata", "publish", "wholetale_workspace")
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -429,6 +432,8 @@ def main() -> int:
         bench_wholetale,
         bench_workspace,
     ]
+    for module in EXTRA_SECTIONS:
+        sections += importlib.import_module(f"tests.bench.{module}").SECTIONS
     only = set(sys.argv[1:])
     sections = [s for i, s in enumerate(sections) if not only or str(i) in only]
     for section in sections:
