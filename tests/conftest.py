@@ -25,6 +25,9 @@ FUSE_OK = os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not Non
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # the Girder server: a start per session, then seconds per test
+        if "girder" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     if FUSE_OK:
         return
     skip = pytest.mark.skip(reason="needs root, /dev/fuse and fusermount3")

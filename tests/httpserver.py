@@ -26,6 +26,12 @@ class Resource:
     ranges: bool = True
     served: int = 0  # bytes of body sent, all requests
     delay: float = 0.0  # seconds between 64 KiB chunks ("slow")
+    etag: str | None = None  # sent as ETag; an If-Range naming it (or last_modified) gets a range
+    last_modified: str | None = None  # an HTTP date, sent as Last-Modified
+    retry_after: str | None = None  # sent with "429-then-ok" and "503-then-ok"
+    hold_at: int | None = None  # the first GET sends this many bytes, then waits for ``hold``...
+    hold: threading.Event | None = None  # ...and drops its connection once it is set
+    rate: float = 0.0  # bytes per second per connection (0: as fast as it goes)
 
 
 @dataclass
@@ -34,6 +40,8 @@ class Server:
     resources: dict[str, Resource] = field(default_factory=dict)
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     range_requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    range_starts: collections.defaultdict[str, list[int]] = field(default_factory=lambda: collections.defaultdict(list))
+    arrivals: collections.defaultdict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
 
     @property
     def base(self) -> str:
@@ -69,6 +77,7 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         path = self.path.split("?", 1)[0]
         state.requests[(("HEAD " if head else "") + path)] += 1
+        state.arrivals[(("HEAD " if head else "") + path)].append(time.monotonic())
         resource = state.resources.get(path)
         if resource is None:
             return self._status(404)
@@ -77,42 +86,56 @@ class Handler(BaseHTTPRequestHandler):
         fault = resource.fault
         if fault in {"401", "403", "404", "500"}:
             return self._status(int(fault))
-        if not head and fault == "500-then-ok" and resource.fail_times > 0:
+        if not head and fault in {"500-then-ok", "429-then-ok", "503-then-ok"} and resource.fail_times > 0:
             resource.fail_times -= 1
-            return self._status(500)
+            return self._status(int(fault[:3]), resource.retry_after)
         body = resource.body
-        start, status = 0, 200
+        start, end, status = 0, len(body), 200
         match = _RANGE.match(self.headers.get("Range", ""))
-        if match and resource.ranges and not head:
+        if match and resource.ranges and not head and self._if_range(resource):
             state.range_requests[path] += 1
             start = int(match.group(1))
+            state.range_starts[path].append(start)
+            end = int(match.group(2)) + 1 if match.group(2) else len(body)
             status = 206
         self.send_response(status)
-        declared = len(body) - start
+        declared = end - start
         if fault == "wrong-length":
             body = body[: len(body) // 2]
-            declared = len(body)
+            declared = end = len(body)
         self.send_header("Content-Length", str(declared))
         self.send_header("Content-Type", "application/octet-stream")
         if resource.ranges:
             self.send_header("Accept-Ranges", "bytes")
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(body)}")
+        if resource.etag is not None:
+            self.send_header("ETag", resource.etag)
+        if resource.last_modified is not None:
+            self.send_header("Last-Modified", resource.last_modified)
         self.end_headers()
         if head:
             return
-        self._body(resource, body, start)
+        self._body(resource, body, start, end)
 
-    def _body(self, resource: Resource, body: bytes, start: int) -> None:
+    def _if_range(self, resource: Resource) -> bool:
+        """A Range applies unless an If-Range names a validator the resource no longer has."""
+        condition = self.headers.get("If-Range")
+        return condition is None or condition in {resource.etag, resource.last_modified}
+
+    def _body(self, resource: Resource, body: bytes, start: int, end: int) -> None:
         fault = resource.fault
-        end = len(body)
+        whole = end
+        if resource.hold is not None and resource.hold_at is not None and not resource.hold.is_set():
+            end = min(end, start + resource.hold_at)
         if fault == "drop" and resource.fail_times > 0:
             resource.fail_times -= 1
-            end = start + (len(body) - start) // 2  # send half, then drop the connection
+            end = start + (end - start) // 2  # send half, then drop the connection
         elif fault == "stall":
             end = start + min(1024, len(body) - start)
         chunk = 64 * 1024
         position = start
+        began = time.monotonic()
         try:
             while position < end:
                 piece = body[position : min(position + chunk, end)]
@@ -121,18 +144,24 @@ class Handler(BaseHTTPRequestHandler):
                 position += len(piece)
                 if resource.delay:
                     time.sleep(resource.delay)
+                if resource.rate:  # this connection's share: ahead of schedule means wait
+                    time.sleep(max(0.0, began + (position - start) / resource.rate - time.monotonic()))
             self.wfile.flush()
             if fault == "stall":
                 time.sleep(3600)  # never finish; the client's stall timeout must fire
+            if position < whole and resource.hold is not None:
+                resource.hold.wait(timeout=120)
         except (BrokenPipeError, ConnectionResetError):
             return
-        if position < len(body) and fault == "drop":
+        if position < whole and (fault == "drop" or resource.hold is not None):
             self.close_connection = True
             self.connection.shutdown(2)
 
-    def _status(self, code: int) -> None:
+    def _status(self, code: int, retry_after: str | None = None) -> None:
         text = f"error {code}\n".encode()
         self.send_response(code)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
         self.send_header("Content-Length", str(len(text)))
         self.send_header("Content-Type", "text/plain")
         self.end_headers()

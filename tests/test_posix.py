@@ -34,7 +34,7 @@ from tests.conftest import Session
 from tests.mounting import Mount
 from tests.posix_cases import BOTH, CASES, IDENTITIES
 
-pytestmark = pytest.mark.fuse
+pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
 RUNNER = posix_cases.__file__
 RUN_TIMEOUT = 120.0

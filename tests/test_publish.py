@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ import pytest
 
 from tests.conftest import Session
 from tests.girder.fixtures import KEY_ENV, DroppingProxy, Girder
-from tests.mounting import WTFS, wait_for, wtfs
+from tests.mounting import WTFS, Mount, wait_for, wtfs
 from wtfs.publish.journal import journal_path
 
 pytestmark = pytest.mark.fuse  # as the other Girder tests: the fixture needs the test extras
@@ -385,3 +386,100 @@ def test_a_folder_without_write_access_is_one_line(girder: Girder, tmp_path: Pat
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"wtfs: folder {readable['_id']}: no write access"]
     assert list(girder.admin.listItem(readable["_id"])) == []
+
+
+# -- [publish]: runs that end are published by the daemon ------------------------------------
+
+RUN_SH = """#!/bin/sh
+mkdir -p out/sub
+echo 42 > out/result.txt
+printf 'été\\n' > out/sub/résumé.txt
+: > out/empty
+exit ${EXIT_CODE:-0}
+"""
+
+
+def publishing_mount(session: Session, girder: Girder, publish: dict[str, str], run_sh: str = RUN_SH) -> Mount:
+    workspace = session.root / "ws"
+    make_tree(workspace, {"run.sh": run_sh.encode()})
+    (workspace / "run.sh").chmod(0o755)
+    girder_section = {"api_url": girder.url, "api_key_env": KEY_ENV}
+    return session.mount(session.spec([], workspace=str(workspace), girder=girder_section, publish=publish))
+
+
+def publish_state(run: Path) -> str:
+    return (run / ".publish").read_text()
+
+
+def on_disk(run: Path) -> dict[str, bytes]:
+    workspace = run / "workspace"
+    return {str(p.relative_to(workspace)): p.read_bytes() for p in workspace.rglob("*") if p.is_file()}
+
+
+def test_a_run_that_ends_is_published_into_a_folder_named_as_the_run(
+    session: Session, girder: Girder, folder: str
+) -> None:
+    m = publishing_mount(session, girder, {"folder_id": folder})
+    assert wtfs("run", "create", str(m.path), "--name", "r1").returncode == 0
+    run = m.path / "runs" / "r1"
+    assert publish_state(run) == "pending\n" and ".publish" in os.listdir(run)
+    started = wtfs("run", "start", str(run), env={**os.environ, "EXIT_CODE": "3"})  # a failed run publishes too
+    assert started.returncode == 1, started.stderr
+    wait_for(lambda: publish_state(run) == "done\n", timeout=60, what=".publish to say done")
+    (published,) = girder.alice.listFolder(folder, name="r1")
+    expected = on_disk(run)
+    assert expected["out/result.txt"] == b"42\n" and expected["out/empty"] == b""
+    assert_published(girder.alice, published["_id"], expected)
+    item = remote_tree(girder.alice, published["_id"])["out/result.txt"]
+    assert item["meta"]["wtfs"]["source"]["run"] == "r1" and item["meta"]["wtfs"]["session"] == "test"
+    with pytest.raises(OSError) as refused:
+        os.open(run / ".publish", os.O_WRONLY)
+    assert refused.value.errno == errno.EROFS
+
+
+def test_a_girder_that_refuses_says_failed_in_publish(session: Session, girder: Girder) -> None:
+    collection = girder.admin.createCollection(f"ro-{uuid.uuid4().hex[:8]}", public=True)
+    readable = girder.admin.createFolder(collection["_id"], "readable", parentType="collection", public=True)
+    m = publishing_mount(session, girder, {"folder_id": readable["_id"]})
+    os.mkdir(m.path / "runs" / "r")
+    run = m.path / "runs" / "r"
+    assert wtfs("run", "start", str(run)).returncode == 0
+    state = wait_for(lambda: publish_state(run) if publish_state(run).startswith("failed") else None, timeout=60)
+    assert state == f"failed: folder {readable['_id']}: no write access\n"
+    assert list(girder.admin.listFolder(readable["_id"])) == []
+
+
+def test_a_daemon_stopped_mid_publish_finishes_it_when_mounted_again(
+    session: Session, girder: Girder, folder: str
+) -> None:
+    many = "#!/bin/sh\nmkdir -p d\nfor i in $(seq 1 100); do echo $i > d/f$i.txt; done\n"
+    m = publishing_mount(session, girder, {"folder_id": folder}, many)
+    os.mkdir(m.path / "runs" / "r")
+    run = m.path / "runs" / "r"
+    assert wtfs("run", "start", str(run)).returncode == 0
+    wait_for(lambda: done_rows(run_journal(session)) >= 3, timeout=60, interval=0.005, what="some files published")
+    m.unmount()
+    record = json.loads(next((session.root / "state" / "runs").glob("*/run.json")).read_text())
+    assert record["publish"] == "uploading"
+    again = session.mount(m.spec)
+    run = again.path / "runs" / "r"
+    wait_for(lambda: publish_state(run) == "done\n", timeout=60, what=".publish to say done after the restart")
+    (published,) = girder.alice.listFolder(folder, name="r")
+    items = {rel: item for rel, item in remote_tree(girder.alice, published["_id"]).items() if "files" in item}
+    expected = on_disk(run)  # no item twice (remote_tree asserts it), one file each, every sha256 right
+    assert sorted(items) == sorted(expected) and all(len(item["files"]) == 1 for item in items.values())
+    assert all(items[rel]["meta"]["sha256"] == sha(data) for rel, data in expected.items())
+
+
+def run_journal(session: Session) -> Path:
+    found = list((session.root / "state" / "runs").glob("*/publish.sqlite"))
+    return found[0] if found else session.root / "missing"
+
+
+def test_publish_without_girder_refuses_to_mount(session: Session) -> None:
+    workspace = session.root / "ws"
+    workspace.mkdir()
+    spec = session.spec([], workspace=str(workspace), publish={"folder_id": "abc"})
+    result = wtfs("mount", str(spec), str(session.root / "mnt"))
+    assert result.returncode == 1
+    assert result.stderr == f"wtfs: {spec}: publish: needs a [girder] section (api_url and a secret) to publish to\n"

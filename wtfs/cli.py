@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, cache_commands, mounttable, runtime
@@ -32,6 +33,8 @@ EXIT_FAILED = 1
 EXIT_UNCHANGED = 3
 EXIT_USAGE = 2
 READY_TIMEOUT = 300.0
+#: The daemon's last line to its starter; ``warning: …`` lines may come before it.
+FINAL_REPORTS = ("ready", "error: ", "config-error: ")
 STOP_TIMEOUT = 60.0
 
 
@@ -80,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_status.add_argument("--json", action="store_true")
 
     status = sub.add_parser("status", help="the host cache: usage, sessions, locks, transfers")
-    status.add_argument("mountpoint", nargs="?")
-    status.add_argument("--cache-dir")
+    _cache_arguments(status)
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", action="store_true", help="keep showing, with progress bars on a terminal")
     status.add_argument("--interval", type=float, default=1.0)
@@ -90,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, parser_class=_Parser
     )
     cache_ls = cache.add_parser("ls", help="the registry of cached objects")
-    cache_ls.add_argument("--cache-dir")
+    _cache_arguments(cache_ls)
     cache_ls.add_argument("--json", action="store_true")
     cache_gc = cache.add_parser("gc", help="evict unlocked copies down to gc_end_fraction")
-    cache_gc.add_argument("--cache-dir")
+    _cache_arguments(cache_gc)
     cache_gc.add_argument("--dry-run", action="store_true")
     cache_evict = cache.add_parser("evict", help="evict the cached copies of these data files")
     cache_evict.add_argument("paths", nargs="+", metavar="PATH")
@@ -112,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="seconds to wait for the daemon")
     return parser
+
+
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "mountpoint", nargs="?", help="a wtfs mount: its host cache (default: the mount the current directory is in)"
+    )
+    parser.add_argument("--cache-dir", help="this host cache instead (default: the mount's, else the default cache)")
 
 
 def _mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cache_commands.show_status(args.mountpoint, args.cache_dir, args.json, args.watch, args.interval)
         if args.command == "cache":
             if args.action == "ls":
-                return cache_commands.cache_ls(args.cache_dir, args.json)
+                return cache_commands.cache_ls(args.mountpoint, args.cache_dir, args.json)
             if args.action == "gc":
-                return cache_commands.cache_gc(args.cache_dir, args.dry_run)
+                return cache_commands.cache_gc(args.mountpoint, args.cache_dir, args.dry_run)
             return cache_commands.cache_evict(args.paths)
         if args.command == "prefetch":
             return cache_commands.prefetch(args.paths, args.wait)
@@ -173,6 +182,8 @@ def mount_helper(argv: Sequence[str] | None = None) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.options)
+    if spec.mount.fsname is None:  # the source as fstab names it (symlinks kept), for mount -a
+        spec = replace(spec, mount=replace(spec.mount, fsname=os.path.abspath(args.spec)))
     if args.mountpoint is None:
         if spec.mountpoint is None:
             raise SpecError(str(spec.path), "mountpoint", "no MOUNTPOINT given and none in the spec")
@@ -180,7 +191,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if args.foreground:
         from . import daemon
 
-        setup_logging(args.debug)
+        setup_logging(args.debug or spec.mount.debug)
         return daemon.run(spec, args.mountpoint, daemon.ReadyReport(args.ready_fd), args.log_file)
     return _start_background(args, spec.state_dir)
 
@@ -207,26 +218,34 @@ def _start_background(args: argparse.Namespace, state_dir: Path) -> int:
             start_new_session=True,
         )
     os.close(write_end)
-    message = _read_report(read_end, proc)
+    lines = _read_report(read_end, proc)
+    message = lines[-1] if lines else ""
+    warnings = [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")]
+    for warning in warnings:
+        print(f"wtfs: warning: {warning}", file=sys.stderr)
+    if warnings:
+        print(f"wtfs: mounted with {len(warnings)} warning(s); the log: {log_path}", file=sys.stderr)
     if message == "ready":
         return 0
     if message.startswith("error: "):
         return _fail(message.removeprefix("error: "))
+    if message.startswith("config-error: "):
+        return _fail(message.removeprefix("config-error: "), EXIT_USAGE)
     return _fail(f"the daemon exited before the mount was ready; see {log_path}")
 
 
-def _read_report(fd: int, proc: subprocess.Popen[bytes]) -> str:
+def _read_report(fd: int, proc: subprocess.Popen[bytes]) -> list[str]:
+    """The daemon's lines up to ``ready`` or ``error: …`` (``warning: …`` lines before it)."""
     deadline = time.monotonic() + READY_TIMEOUT
-    data = b""
+    lines: list[str] = []
     with os.fdopen(fd, "rb", buffering=0) as pipe:
-        while b"\n" not in data and time.monotonic() < deadline:
-            chunk = pipe.read(4096)
-            if not chunk:
+        for raw in pipe:  # ends when the daemon closes its end (after ready or error) or exits
+            lines.append(raw.decode(errors="replace").strip())
+            if lines[-1].startswith(FINAL_REPORTS) or time.monotonic() > deadline:
                 break
-            data += chunk
-    if not data and proc.poll() is None:
+    if not lines and proc.poll() is None:
         proc.terminate()
-    return data.decode(errors="replace").strip()
+    return lines
 
 
 def cmd_umount(args: argparse.Namespace) -> int:

@@ -7,8 +7,10 @@ anything is mounted.
 from __future__ import annotations
 
 import functools
+import grp
 import json
 import os
+import pwd
 import re
 import tomllib
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
@@ -131,11 +133,14 @@ class Entry:
 @dataclass(frozen=True)
 class MountOptions:
     allow_other: bool = False
+    allow_root: bool = False  # like allow_other, but only root besides the mount's owner
     ro: bool = False
     auto_unmount: bool = False
+    debug: bool = False  # log debug messages and libfuse's trace of each request
     uid: int | None = None
     gid: int | None = None
     umask: int | None = None
+    fsname: str | None = None  # the mount's source in the mount table; default: the spec's path
     suid: bool = False  # honour set-user-ID bits (-o suid); off, as for any FUSE mount, unless asked
     dev: bool = False  # honour device files (-o dev)
 
@@ -211,7 +216,10 @@ IGNORED_OPTION_PREFIXES = ("x-systemd.", "x-", "comment=")
 _MOUNT_FLAGS = {f.name for f in fields(MountOptions) if isinstance(f.default, bool)}
 #: ``noX`` turns flag X off again; the last of ``suid``/``nosuid`` given wins, as in mount(8).
 _NEGATED_FLAGS = {"nosuid": "suid", "nodev": "dev"}
-_MOUNT_INTS = {f.name for f in fields(MountOptions)} - _MOUNT_FLAGS
+#: ``key=value`` mount options: uid/gid (a number or a name), umask (octal), fsname (text).
+_MOUNT_VALUES = {f.name for f in fields(MountOptions)} - _MOUNT_FLAGS
+#: The largest valid uid/gid: (uid_t)-1 means "no change" to the kernel.
+MAX_ID = 2**32 - 2
 
 
 def default_cache_dir() -> Path:
@@ -281,8 +289,8 @@ def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any],
                 flags[key] = True
             elif key in _NEGATED_FLAGS and not eq:
                 flags[_NEGATED_FLAGS[key]] = False
-            elif key in _MOUNT_INTS and eq:
-                flags[key] = _int_option(key, value)
+            elif key in _MOUNT_VALUES and eq:
+                flags[key] = _value_option(key, value)
             elif key in spec_keys(CacheSettings) and eq:
                 overrides[f"cache.{key}"] = value
             elif key == "local_roots":
@@ -297,14 +305,39 @@ def parse_options(options: list[str] | tuple[str, ...]) -> tuple[dict[str, Any],
                 overrides[key] = value
             else:
                 raise SpecError("-o", key, "unknown option")
+    if flags.get("allow_other") and flags.get("allow_root"):
+        raise SpecError("-o", "allow_root", "give allow_other or allow_root, not both")
     return overrides, MountOptions(**flags)
 
 
-def _int_option(key: str, value: str) -> int:
+def _value_option(key: str, value: str) -> int | str:
+    if key in ("uid", "gid"):
+        return _id_option(key, value)
+    if key == "fsname":
+        if not value:
+            raise SpecError("-o", key, "must not be empty")
+        return value
     try:
-        return int(value, 8) if key == "umask" else int(value)
+        mask = int(value, 8)
     except ValueError:
-        raise SpecError("-o", key, f"not a number: {value!r}") from None
+        mask = -1
+    if not 0 <= mask <= 0o777:
+        raise SpecError("-o", key, f"{value!r} is not an octal mask (000 to 777)")
+    return mask
+
+
+def _id_option(key: str, value: str) -> int:
+    """A uid/gid as a number or as a user/group name, as fstab lines give them."""
+    kind = "user" if key == "uid" else "group"
+    if re.fullmatch(r"[+-]?\d+", value):
+        number = int(value)
+        if not 0 <= number <= MAX_ID:
+            raise SpecError("-o", key, f"{value} is not a {kind} id (0 to {MAX_ID}) or name")
+        return number
+    try:
+        return pwd.getpwnam(value).pw_uid if key == "uid" else grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise SpecError("-o", key, f"no such {kind}: {value!r}") from None
 
 
 _BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

@@ -14,8 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -32,26 +31,31 @@ from .config import GlobusSettings, Spec, WholeTaleSettings
 from .dm import EmbeddedDataManager
 from .dm.base import SessionDataManager
 from .dm.wholetale import HostSide, WholeTaleDataManager
-from .errors import AccessDenied, MountError, WtfsError
+from .errors import AccessDenied, MountError, SpecError, WtfsError
 from .fs import FsCore, Presentation
 from .fs.adapter import Operations
-from .log import reopen_log
+from .log import mask_credentials, reopen_log
 from .providers import HttpProvider, default_providers
 from .providers.girder import GirderProvider
 from .providers.globus import GlobusProvider, check_staging, transfer_client
-from .providers.http import make_client, probe_size
+from .providers.http import make_client, probe
+from .publish.runs import check_publish, run_publishing
 from .store import session_stores
 from .store.local import LocalRuns, LocalVersions
 from .store.repos import RunRepo, VersionRepo
 from .store.wholetale import tale_repos
+from .store.wt_workspace import STOP_WAIT, VERSION_WAIT, open_workspace
 from .views import DataContext, DataDir, Node, StaticDirNode
 from .views.control import GeneratedFile
-from .views.runs import RunsDir
+from .views.runs import PublishState, RunsDir
 from .views.versions import VersionsDir
 from .views.workspace import WorkspaceTree
+from .views.wt_workspace import WsTree
 
 log = logging.getLogger("wtfs")
 
+#: Exit status for a spec (or its environment, e.g. an unset api_key_env) that cannot be used.
+EXIT_CONFIG = 2
 #: Upper bound on concurrent FUSE handlers: opens blocked on transfers each hold one.
 MAX_FUSE_TASKS = 4096
 
@@ -66,8 +70,15 @@ class ReadyReport:
         self._send(b"ready\n")
         sd_notify("READY=1")
 
-    def failed(self, message: str) -> None:
-        self._send(f"error: {message}\n".encode())
+    def warn(self, message: str) -> None:
+        """A line the starter says on its stderr before ready (e.g. an entry whose HEAD failed)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, f"warning: {message}\n".encode())
+
+    def failed(self, message: str, config: bool = False) -> None:
+        """``config``: the spec or its environment is wrong (the starter exits 2, not 1)."""
+        self._send(f"{'config-error' if config else 'error'}: {message}\n".encode())
 
     def _send(self, data: bytes) -> None:
         if self.fd is None:
@@ -98,6 +109,11 @@ def check_mountpoint(mountpoint: str) -> None:
     """Refuse a mountpoint we cannot use; recover one left stale by a dead daemon."""
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing: load the fuse module or run with --device /dev/fuse")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise MountError(
+            f"/dev/fuse: permission denied for uid {os.getuid()}: make it usable by all (chmod 0666 /dev/fuse, "
+            "as distributions ship it) or by a group of this user, or mount as root with -o allow_other"
+        )
     if mounttable.is_stale(mountpoint):
         ok, err = mounttable.fusermount(mountpoint, lazy=True)
         if not ok:
@@ -111,14 +127,18 @@ def check_mountpoint(mountpoint: str) -> None:
 
 
 def fuse_options(spec: Spec) -> set[str]:
-    """The kernel checks permissions against what stat shows; no setuid or devices unless asked."""
-    options = set(pyfuse3.default_options) | {f"fsname=wtfs:{spec.name}", "subtype=wtfs", "default_permissions"}
+    """The kernel checks permissions against what stat shows; no setuid or devices unless asked.
+
+    The fsname is the spec's path, as fstab names it, so ``mount -a`` sees the mount as done."""
+    fsname = fuse_escape(mount_source(spec))
+    options = set(pyfuse3.default_options) | {f"fsname={fsname}", "subtype=wtfs", "default_permissions"}
     if not spec.mount.suid:
         options.add("nosuid")
     if not spec.mount.dev:
         options.add("nodev")
-    if spec.mount.allow_other:
-        options.add("allow_other")
+    for flag in ("allow_other", "allow_root", "debug"):
+        if getattr(spec.mount, flag):
+            options.add(flag)
     if spec.mount.auto_unmount:
         options.add("auto_unmount")
     if spec.mount.ro:
@@ -126,21 +146,33 @@ def fuse_options(spec: Spec) -> set[str]:
     return options
 
 
+def mount_source(spec: Spec) -> str:
+    """``-o fsname=``, else the spec's path; ``wtfs:NAME`` for a path libfuse cannot take (not ASCII)."""
+    source = spec.mount.fsname or str(spec.path)
+    return source if source.isascii() else f"wtfs:{spec.name}"
+
+
+def fuse_escape(value: str) -> str:
+    """libfuse splits ``-o`` on commas; a backslash keeps one (a spec path may hold any)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
 def run(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str | None = None) -> int:
     """Serve the mount until unmounted or signalled; the exit status. ``log_file``: where the
     log goes, reopened on SIGHUP (logrotate)."""
     mountpoint = os.path.abspath(mountpoint)
     try:
+        check_publish(spec)
         check_mountpoint(mountpoint)
         trio.run(_serve, spec, mountpoint, report, log_file)
     except Exception as raised:
         exc = _sole(raised)
         if isinstance(exc, WtfsError):
-            report.failed(str(exc))
+            report.failed(str(exc), config=isinstance(exc, SpecError))
             log.error("%s", exc)
-        else:
-            report.failed(f"{type(exc).__name__}: {exc}")
-            log.exception("daemon failed", exc_info=exc)
+            return EXIT_CONFIG if isinstance(exc, SpecError) else 1
+        report.failed(f"{type(exc).__name__}: {exc}")
+        log.exception("daemon failed", exc_info=exc)
         return 1
     return 0
 
@@ -159,6 +191,8 @@ class Session:
     core: FsCore
     dm: SessionDataManager
     closed: bool = False
+    #: what was wrong at mount but did not stop it (an entry whose HEAD failed), one line each
+    warnings: list[str] = field(default_factory=list)
 
     async def close(self) -> None:
         """Release every handle (their locks go too), then retire the data manager; once."""
@@ -181,18 +215,23 @@ async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
         dm, catalog = backend.dm, backend.catalog
         session: Session | None = None
         try:
-            data = DataDir(catalog, DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl))
+            context = DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl)
+            data = DataDir(catalog, context)
+
+            async def status() -> dict[str, Any]:
+                return await _status(spec, dm, context.paths, backend.warnings)
+
             control = StaticDirNode(
                 ".wtfs",
                 {
-                    "status.json": GeneratedFile.json(".wtfs/status.json", dm.report),
-                    "transfers.json": GeneratedFile.json(".wtfs/transfers.json", lambda: _transfers(dm)),
+                    "status.json": GeneratedFile.json(".wtfs/status.json", status),
+                    "transfers.json": GeneratedFile.json(".wtfs/transfers.json", lambda: _transfers(status)),
                 },
             )
             trees = await backend.trees()
             posix.raise_fd_limit()  # every workspace inode the kernel holds keeps a handle open
             root = StaticDirNode("root", {"data": data, **trees}, hidden={".wtfs": control})
-            session = Session(FsCore(root, _presentation(spec)), dm)
+            session = Session(FsCore(root, _presentation(spec)), dm, warnings=backend.warnings)
             yield session
         finally:
             await (session.close() if session is not None else _shielded(dm.stop()))
@@ -222,7 +261,7 @@ async def _serve(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str
         try:  # mounted: from here on, shutdown unmounts
             if threading.current_thread() is threading.main_thread():
                 nursery.start_soon(_watch_signals, session.dm.interrupt, log_file)
-            nursery.start_soon(_announce, spec, mountpoint, report)
+            nursery.start_soon(_announce, spec, mountpoint, report, session.warnings, log_file)
             await pyfuse3.main(min_tasks=2, max_tasks=MAX_FUSE_TASKS)
         finally:
             with trio.CancelScope(shield=True):
@@ -242,6 +281,7 @@ class Backend:
     dm: SessionDataManager
     catalog: CatalogDir
     trees: Callable[[], Awaitable[dict[str, Node]]]
+    warnings: list[str] = field(default_factory=list)
 
 
 async def _data_backend(spec: Spec, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery) -> Backend:
@@ -255,17 +295,19 @@ async def _wholetale_backend(
     spec: Spec, settings: WholeTaleSettings, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery
 ) -> Backend:
     """A server's data manager; versions/ and runs/ are the tale's, when the spec names one."""
+    if spec.workspace is not None:
+        raise SpecError(str(spec.path), "workspace", "in WholeTale mode workspace/ is the tale's folder on the server")
     api_key, token = read_secret(settings.secrets, str(spec.path), "wholetale")
     api = GirderApi(client, settings.api_url, api_key, token)
     await _login(api, token, settings.api_url)
-    owner = f"wtfs:{socket.gethostname()}:{mountpoint}"
+    owner = f"wtfs:{socket.gethostname()}"  # the data manager adds its daemon id
     host = HostSide(spec.cache_dir, spec.name, mountpoint, spec.cache, settings.private_storage)
     wt = WholeTaleDataManager(api, host, owner, spec.stall_timeout, settings.session_id, spec.dataset, settings.tale_id)
     try:
         await wt.start(nursery)
     except WtfsError as exc:
         raise MountError(f"{settings.api_url}: {exc}") from None
-    return Backend(wt, _followed_session(wt, spec.metadata_ttl), _tale_trees(api, settings.tale_id, wt.local.cache.tmp))
+    return Backend(wt, _followed_session(wt, spec.metadata_ttl), _tale_trees(spec, wt, settings.tale_id, nursery))
 
 
 def _followed_session(wt: WholeTaleDataManager, ttl: float) -> CatalogDir:
@@ -279,33 +321,48 @@ def _followed_session(wt: WholeTaleDataManager, ttl: float) -> CatalogDir:
     return tree
 
 
-def _tale_trees(api: GirderApi, tale_id: str | None, scratch: Path) -> Callable[[], Awaitable[dict[str, Node]]]:
-    """versions/ and runs/ of the tale, kept by the server; none without a tale."""
+def _tale_trees(
+    spec: Spec, wt: WholeTaleDataManager, tale_id: str | None, nursery: trio.Nursery
+) -> Callable[[], Awaitable[dict[str, Node]]]:
+    """workspace/ (the tale's workspace folder, written back), versions/ and runs/ of the tale,
+    kept by the server; none without a tale. A version first waits for pending uploads."""
 
     async def trees() -> dict[str, Node]:
-        return {} if tale_id is None else _repo_trees(*tale_repos(api, tale_id, scratch))
+        if tale_id is None:
+            return {}
+        verify = lambda entry, digest: wt.verify(entry.object(), digest)  # noqa: E731
+        host = socket.gethostname()
+        sync = await open_workspace(wt.api, tale_id, spec.metadata_ttl, spec.state_dir, verify, host, nursery)
+        wt.workspace_report = sync.report
+        wt.workspace_drain = lambda: sync.drain(STOP_WAIT)
+        versions, runs = tale_repos(wt.api, tale_id, wt.local.cache.tmp)
+        versions.before_create = lambda: sync.drain(VERSION_WAIT)
+        return {"workspace": WsTree(sync, wt.local, wt.owner).root, **_repo_trees(versions, runs)}
 
     return trees
 
 
 async def _embedded_backend(spec: Spec, mountpoint: str, client: httpx.AsyncClient, nursery: trio.Nursery) -> Backend:
     """This host's data manager and providers; workspace/, versions/ and runs/ kept here."""
-    http = HttpProvider(client)
+    warnings: list[str] = []
+    http = HttpProvider(client, stall_timeout=spec.stall_timeout, streams=spec.streams)
     providers = default_providers(http)
     girder = await _girder(spec, client)
     if girder is not None:
         providers.by_scheme[GIRDER_SCHEME] = GirderProvider(girder.api, http)
     if spec.globus is not None:
         providers.by_scheme["globus"] = _globus(spec, spec.globus)
-    dm = EmbeddedDataManager(spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache)
+    dm = EmbeddedDataManager(
+        spec.cache_dir, spec.name, mountpoint, providers, spec.stall_timeout, spec.cache, spec.cache_group
+    )
     await dm.start(nursery)
     try:
-        catalog = await build_catalog(spec, lambda url: probe_size(client, url), girder)
+        catalog = await build_catalog(spec, lambda url: probe(client, url), girder, warn=_warner(warnings))
     except BaseException:
         with trio.CancelScope(shield=True):
             await dm.stop()
         raise
-    return Backend(dm, catalog, lambda: _session_trees(spec))
+    return Backend(dm, catalog, lambda: _session_trees(spec, nursery), warnings)
 
 
 def _globus(spec: Spec, settings: GlobusSettings) -> GlobusProvider:
@@ -334,18 +391,18 @@ async def _login(api: GirderApi, token: str | None, api_url: str) -> None:
         raise MountError(f"{api_url}: {exc}" if api_url not in str(exc) else str(exc)) from None
 
 
-async def _transfers(dm: SessionDataManager) -> list[dict[str, Any]]:
-    report = await dm.report()
-    transfers: list[dict[str, Any]] = report["transfers"]
+async def _transfers(status: Callable[[], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    transfers: list[dict[str, Any]] = (await status()).get("transfers", [])
     return transfers
 
 
-def _repo_trees(versions: VersionRepo, runs: RunRepo) -> dict[str, Node]:
-    return {"versions": VersionsDir(versions), "runs": RunsDir(runs)}
+def _repo_trees(versions: VersionRepo, runs: RunRepo, publish_state: PublishState | None = None) -> dict[str, Node]:
+    return {"versions": VersionsDir(versions), "runs": RunsDir(runs, publish_state)}
 
 
-async def _session_trees(spec: Spec) -> dict[str, Node]:
-    """workspace/, versions/ and runs/ when the spec names a workspace."""
+async def _session_trees(spec: Spec, nursery: trio.Nursery) -> dict[str, Node]:
+    """workspace/, versions/ and runs/ when the spec names a workspace; with [publish], runs that
+    end are published by a task of ``nursery``."""
     if spec.workspace is None:
         return {}
     versions, runs = session_stores(spec)
@@ -354,12 +411,53 @@ async def _session_trees(spec: Spec) -> dict[str, Node]:
         log.warning("run %r was left %s by an executor that died: marked FAILED", orphan.name, orphan.status.name)
     workspace = WorkspaceTree(str(spec.workspace), unshare=versions.unshare, devices=spec.mount.dev)
     copy_if = workspace.open_for_writing  # files open for writing are copied into a version, not linked
-    return {"workspace": workspace.root, **_repo_trees(LocalVersions(versions, copy_if), LocalRuns(runs, copy_if))}
+    publishing = run_publishing(spec, runs)
+    if publishing is not None:
+        nursery.start_soon(publishing.serve)
+    state = publishing.state if publishing is not None else None
+    trees = _repo_trees(LocalVersions(versions, copy_if), LocalRuns(runs, copy_if), state)
+    return {"workspace": workspace.root, **trees}
 
 
-async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
-    """Report ready only once the mount answers a stat through the kernel."""
+async def _status(spec: Spec, dm: SessionDataManager, paths: dict[str, str], warnings: list[str]) -> dict[str, Any]:
+    """``.wtfs/status.json``, what the CLI shows any user who can read the mount: the data
+    manager's report, each transfer with its path in the mount, and what was wrong at mount."""
+    report = await dm.report()
+    for transfer in report.get("transfers", []):
+        transfer["path"] = paths.get(transfer.get("objectId", ""))
+    return {**report, "session": spec.name, "pid": os.getpid(), "warnings": warnings}
+
+
+def _warner(warnings: list[str]) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        warnings.append(mask_credentials(message))
+
+    return warn
+
+
+#: The kernel's read-ahead on the mount, in KiB (its default, 128, makes every sequential read of
+#: data/ a round trip per 128 KiB; measured by `make bench`: cold open+read of a large file).
+READ_AHEAD_KB = 4096
+
+
+def _read_ahead(mountpoint: str) -> None:
+    """Widen the kernel's read-ahead on the mount (its backing device's, once FUSE's INIT is done);
+    a host that does not let us keeps the default."""
+    device = os.stat(mountpoint).st_dev
+    try:
+        with open(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb", "w") as knob:
+            knob.write(str(READ_AHEAD_KB))
+    except OSError as exc:
+        log.info("%s: read-ahead left as it was (%s)", mountpoint, exc.strerror)
+
+
+async def _announce(
+    spec: Spec, mountpoint: str, report: ReadyReport, warnings: list[str], log_file: str | None
+) -> None:
+    """Report ready only once the mount answers a stat through the kernel; say the warnings first."""
     await trio.to_thread.run_sync(os.stat, mountpoint)
+    await trio.to_thread.run_sync(_read_ahead, mountpoint)
     runtime.write_record(
         mountpoint,
         {
@@ -373,9 +471,13 @@ async def _announce(spec: Spec, mountpoint: str, report: ReadyReport) -> None:
             "mode": "wholetale" if spec.wholetale else "embedded",
             "workspace": str(spec.workspace) if spec.workspace else None,
             "started": time.time(),
+            "warnings": warnings,
+            "log": log_file,
         },
     )
     log.info("mounted session %s at %s", spec.name, mountpoint)
+    for warning in warnings:
+        report.warn(warning)
     report.ready()
 
 

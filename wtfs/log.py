@@ -48,9 +48,21 @@ class JournalFormatter(MaskingFormatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+def to_journal(fd: int) -> bool:
+    """Is ``fd`` the stream systemd connected to the journal? ``JOURNAL_STREAM`` names it by
+    ``device:inode``; a daemon whose stderr was redirected (to a log file) inherits the variable
+    but not the stream, and keeps plain lines."""
+    try:
+        device, inode = (int(part) for part in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        info = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
 def setup_logging(debug: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
+    if to_journal(sys.stderr.fileno()):  # journald adds the time; <N> gives each line its priority
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -18,19 +18,26 @@ from .nodes import CatalogFile, CatalogNode, StaticDir, local_node
 
 log = logging.getLogger(__name__)
 
-#: Asks a server for an object's size (HTTP HEAD); None when it cannot tell.
-SizeProbe = Callable[[str], Awaitable[int | None]]
+#: Asks a server for an object's size and mtime in ns (HTTP HEAD); None for what it cannot tell,
+#: and why it told nothing (e.g. ``HEAD answered 404 Not Found``), None if it answered.
+SizeProbe = Callable[[str], Awaitable[tuple[int | None, int | None, str | None]]]
+#: Told one line per entry that mounts but will likely fail to open (said by ``wtfs mount``).
+Warn = Callable[[str], None]
 
 
-async def build_catalog(spec: Spec, probe_size: SizeProbe, girder: GirderContext | None = None) -> StaticDir:
+async def build_catalog(
+    spec: Spec, probe_size: SizeProbe, girder: GirderContext | None = None, warn: Warn | None = None
+) -> StaticDir:
     """The root of data/: every entry at its mountPath, with intermediate directories."""
     root = StaticDir("")
     nodes: dict[int, CatalogNode] = {}
     errors: list[WtfsError] = []
 
+    said: dict[int, list[str]] = {entry.index: [] for entry in spec.dataset}
+
     async def resolve(entry: Entry) -> None:
         try:
-            nodes[entry.index] = await _entry_node(spec, entry, probe_size, girder)
+            nodes[entry.index] = await _entry_node(spec, entry, probe_size, girder, said[entry.index].append)
         except WtfsError as exc:
             errors.append(exc)
 
@@ -39,12 +46,21 @@ async def build_catalog(spec: Spec, probe_size: SizeProbe, girder: GirderContext
             nursery.start_soon(resolve, entry)
     if errors:
         raise errors[0]  # one clear line: the first entry that cannot be mounted
+    for entry in spec.dataset:  # in the spec's order, whatever order the HEADs came back in
+        for message in said[entry.index]:
+            (warn or _log_warning)(message)
     for entry in spec.dataset:
         place(root, entry.mount_path, nodes[entry.index])
     return root
 
 
-async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: GirderContext | None) -> CatalogNode:
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
+
+
+async def _entry_node(
+    spec: Spec, entry: Entry, probe_size: SizeProbe, girder: GirderContext | None, warn: Warn
+) -> CatalogNode:
     name = PurePosixPath(entry.mount_path).name
     if entry.item_id or entry.folder_id:
         assert girder is not None
@@ -57,11 +73,13 @@ async def _entry_node(spec: Spec, entry: Entry, probe_size: SizeProbe, girder: G
     if entry.scheme == "globus":
         return CatalogFile(name, ObjectRef.for_source(url, entry.size, entry.sha256), time.time_ns())
     if entry.scheme in {"http", "https"}:
-        size = entry.size if entry.size is not None else await probe_size(url)
-        if size is None:
+        size, mtime_ns, problem = (entry.size, None, None) if entry.size is not None else await probe_size(url)
+        if problem is not None:
+            warn(f"data{entry.mount_path}: {problem}: shown as 0 bytes, opening it will likely fail")
+        elif size is None:
             log.warning("%s: size unknown until first open (HEAD gave none)", entry.mount_path)
         obj = ObjectRef.for_source(url, size, entry.sha256)
-        return CatalogFile(name, obj, time.time_ns())
+        return CatalogFile(name, obj, mtime_ns or time.time_ns())
     path = local_path(url)
     try:
         path, st = await trio.to_thread.run_sync(_real_stat, path)

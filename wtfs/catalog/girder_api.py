@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ from ..retry import Backoff
 log = logging.getLogger(__name__)
 
 RETRY = Backoff(0.25, attempts=4)
+PROBE = Backoff(0.25, attempts=1)
+#: While the server is known to be down, a call waits this long for an answer.
+PROBE_TIMEOUT = 2.0
 #: A server that accepts a call and never answers counts as down: no REST call waits longer.
 READ_TIMEOUT = 10.0
 
@@ -42,8 +48,39 @@ def read_secret(secrets: Secrets, where: str, section: str) -> tuple[str | None,
     return (value, None) if secrets.api_key_file else (None, value)
 
 
+def path_id(object_id: str) -> str:
+    """An object id as one URL path segment. girder-virtual-resources ids (``wtlocal:<base64>``)
+    may hold '/', which the server's routing would split on; a '/' sent as ``%252F`` reaches
+    Girder's route as ``%2F``, which it decodes inside the segment (checked against the server)."""
+    return object_id.replace("/", "%252F")
+
+
 class Unreachable(TransferFailed):
     """Girder stopped answering (after bounded retries, or a POST whose fate is unknown)."""
+
+
+@dataclass
+class Outage:
+    """Since when the server has not answered (None: it answers); said once in the log each way."""
+
+    api_url: str
+    since: float | None = None
+
+    def down(self, problem: str) -> None:
+        if self.since is None:
+            self.since = time.time()
+            log.warning("%s: server unreachable (%s): cached copies and last listings serve", self.api_url, problem)
+
+    def up(self) -> None:
+        if self.since is not None:
+            log.warning("%s: server reachable again after %.0fs", self.api_url, time.time() - self.since)
+            self.since = None
+
+    def describe(self) -> str:
+        if self.since is None:
+            return "reachable"
+        since = datetime.fromtimestamp(self.since).astimezone().isoformat(timespec="seconds")
+        return f"server unreachable since {since}"
 
 
 def error_for(response: httpx.Response, what: str) -> WtfsError:
@@ -77,6 +114,13 @@ class GirderApi:
         self.timeout = httpx.Timeout(client.timeout.connect, read=read_timeout, write=read_timeout, pool=read_timeout)
         self._api_key = api_key
         self._token = token
+        self.outage = Outage(self.api_url)
+
+    def with_read_timeout(self, read_timeout: float) -> GirderApi:
+        """The same session (token, outage record) waiting longer for answers: uploads."""
+        other = GirderApi(self.client, self.api_url, self._api_key, self._token, read_timeout)
+        other.outage = self.outage
+        return other
 
     async def authenticate(self) -> None:
         """Exchange the API key for a token (at mount time, and when a token is refused)."""
@@ -103,7 +147,10 @@ class GirderApi:
         """One call, retried with backoff on connection errors and (unless a POST) 5xx; bounded.
 
         ``body``: httpx's ``data`` (a form), ``json`` or ``content`` (raw bytes) argument."""
-        for attempt in RETRY.tries():
+        # while the server is known to be down, one short try: a probe, not a wait
+        down = self.outage.since is not None
+        timeout = httpx.Timeout(self.timeout.connect, read=PROBE_TIMEOUT) if down else self.timeout
+        for attempt in (PROBE if down else RETRY).tries():
             headers = self.headers() if authenticated else {}
             if body and body.get("content") is not None:
                 headers["Content-Type"] = "application/octet-stream"
@@ -113,20 +160,23 @@ class GirderApi:
                     f"{self.api_url}/{path}",
                     params=params,
                     headers=headers,
-                    timeout=self.timeout,
+                    timeout=timeout,
                     **(body or {}),
                 )
                 if response.status_code < 500 or method == "POST":
+                    self.outage.up()
                     return response  # a POST may have taken effect: never repeat it
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 if method == "POST" and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     name = type(exc).__name__
+                    self.outage.down(name)
                     raise Unreachable(
                         f"{self.api_url}: {path}: {name}, not repeated (it may have taken effect)"
                     ) from None
                 problem = type(exc).__name__
             if attempt.last:
+                self.outage.down(problem)
                 raise Unreachable(f"{self.api_url}: Girder unreachable ({problem}) after {attempt.number} attempts")
             log.info("Girder %s %s: %s; retrying in %.2fs", method, path, problem, attempt.delay)
             await attempt.pause()

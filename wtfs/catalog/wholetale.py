@@ -16,10 +16,14 @@ from ..errors import TransferFailed
 from ..objects import ObjectRef
 from .build import place
 from .girder import safe_name, timestamp_ns, unique_names
-from .girder_api import GirderApi
+from .girder_api import GirderApi, Unreachable, path_id
 from .nodes import CatalogDir, CatalogFile, CatalogNode, StaticDir
 
 WT_SCHEME = "wt"
+#: Why Girder 5.0.21 answers 500 to item and file downloads of some Latin-1 names
+DISPOSITION = "a UnicodeDecodeError in its Content-Disposition header"
+#: A file of a tale's workspace in the host cache: ``wtws:<item id>`` (downloaded by item).
+WS_SCHEME = "wtws"
 
 
 def item_file(item: dict[str, Any]) -> CatalogFile:
@@ -36,12 +40,18 @@ class WtFolder(CatalogDir):
         self.id = str(doc["_id"])
         self.api = api
         self.listings = listings
+        self.last: dict[str, CatalogNode] | None = None
 
     async def children(self) -> dict[str, CatalogNode]:
         cached = self.listings.get(self.id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        listing = await self.api.get(f"dm/fs/{self.id}/listing", what=f"folder {self.id}")
+        try:
+            listing = await self.api.get(f"dm/fs/{path_id(self.id)}/listing", what=f"folder {self.id}")
+        except Unreachable:
+            if self.last is None:
+                raise
+            return self.last  # the last known listing (the outage is logged once by the API)
         entries: list[tuple[str, str, CatalogNode]] = []
         for doc in listing.get("folders", []):
             entries.append(
@@ -50,7 +60,7 @@ class WtFolder(CatalogDir):
         for doc in listing.get("files", []):
             entries.append((safe_name(doc["name"]), str(doc["_id"]), item_file(doc)))
         children = unique_names(entries)
-        self.listings[self.id] = children
+        self.listings[self.id] = self.last = children
         return children
 
 
@@ -77,6 +87,8 @@ async def download(api: GirderApi, path: str, write: Callable[[bytes], None], wh
     try:
         url = f"{api.api_url}/{path}"
         async with api.client.stream("GET", url, headers=api.headers(), timeout=api.timeout) as response:
+            if response.status_code == 500:  # the one log line of the failed transfer says why
+                raise TransferFailed(f"{what}: HTTP 500 (Girder 5.0.21 fails on names like 'ø': {DISPOSITION})")
             if response.status_code != 200:
                 raise TransferFailed(f"{what}: HTTP {response.status_code}")
             async for chunk in response.aiter_raw():

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
 
+from ..errors import WtfsError
 from ..objects import ObjectRef
+
+#: The process (thread id, as FUSE gives it) whose open is being served, set by the FUSE layer: a
+#: lock waiting for a landing watches it and gives up when a signal would interrupt it. 0: nobody.
+REQUESTER: ContextVar[int] = ContextVar("wtfs_requester", default=0)
+
+
+@contextlib.contextmanager
+def requested_by(pid: int) -> Iterator[None]:
+    """Serve a request of process ``pid`` (0 if FUSE could not name it) inside this block."""
+    token = REQUESTER.set(pid)
+    try:
+        yield
+    finally:
+        REQUESTER.reset(token)
+
+
+class CallerInterrupted(WtfsError):
+    """The process waiting in open() got a signal that ends it or that it catches: EINTR at once
+    (the kernel would keep even a killed process waiting); the transfer goes on for others."""
+
+    errno = errno.EINTR
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,32 @@
 
 A copy becomes visible only by rename after fsync and verification, so a partial copy is never
 served nor counted as cached. Everything here is private to the daemon's user: data sets and
-their sources are nobody else's business (directories 0700, files 0600).
+their sources are nobody else's business (directories 0700, files 0600). With ``cache_group``
+the group's members may read the copies too: directories 0750 and setgid (what is made inside
+takes the group), files 0640, all of that group.
 """
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import logging
 import os
+import stat
+from functools import cached_property
 from pathlib import Path
 
-from ..errors import TransferFailed
+from ..errors import SpecError, TransferFailed
 from ..objects import ObjectRef
 
 log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+GROUP_DIR_MODE = 0o2750
+GROUP_FILE_MODE = 0o640
+#: ``HostCache(group=AS_FOUND)``: keep the group the cache has (its root is setgid), or none.
+AS_FOUND = -1
 #: The database and the files SQLite keeps beside it (they take the database's mode when made).
 DB_SUFFIXES = ("", "-wal", "-shm")
 
@@ -35,24 +44,78 @@ def tighten(path: Path | str, mode: int) -> bool:
     return True
 
 
+def group_id(name: str) -> int:
+    """The gid of ``cache_group`` (a name, or a number)."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise SpecError("cache_group", "", f"no group named {name!r} on this host") from None
+
+
+def settle(path: Path | str, mode: int, group: int | None) -> bool:
+    """Give ``path`` ``mode`` (with a group: exactly, and that group; alone: only take away what
+    ``mode`` does not give). True if it had permissions ``mode`` does not give."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    current = stat.S_IMODE(st.st_mode)
+    if group is None:
+        return tighten(path, mode)
+    if st.st_gid != group:
+        os.chown(path, -1, group, follow_symlinks=False)  # first: a chown may clear setgid
+    if current != mode or st.st_gid != group:
+        os.chmod(path, mode, follow_symlinks=False)
+    return bool(current & ~mode)
+
+
 class HostCache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, group: int | None = AS_FOUND) -> None:
         self.root = root
+        self._group = group
         self.objects = root / "objects"
         self.tmp = root / "tmp"
+        self.resume = root / "resume"  # partials kept for a later transfer (dm/partials.py)
+
+    @cached_property
+    def group(self) -> int | None:
+        """The group that may read the cache, or None: private to its owner."""
+        if self._group != AS_FOUND:
+            return self._group
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return None
+        return st.st_gid if st.st_mode & stat.S_ISGID else None
+
+    @property
+    def dir_mode(self) -> int:
+        return DIR_MODE if self.group is None else GROUP_DIR_MODE
+
+    @property
+    def file_mode(self) -> int:
+        return FILE_MODE if self.group is None else GROUP_FILE_MODE
 
     def prepare(self) -> int:
-        """Make the directories and the database file private; returns how many existing paths
-        had looser modes and were tightened (a cache made by an older wtfs)."""
+        """Make the directories and the database file private (to the owner, or to the owner and
+        the cache's group); returns how many existing paths had looser modes and were tightened
+        (a cache made by an older wtfs, or shared more widely before)."""
         tightened = 0
         for directory in (self.root, self.objects, self.tmp):
             directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            tightened += settle(directory, self.dir_mode, self.group)
+        for directory in (self.resume,):  # partials stay the owner's
+            directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             tightened += tighten(directory, DIR_MODE)
+        for kept in os.scandir(self.resume):  # a few partials at most
+            tightened += tighten(kept.path, FILE_MODE)
         for shard in os.scandir(self.objects):  # at most 256 shards; their files: see ``scan``
-            tightened += shard.is_dir(follow_symlinks=False) and tighten(shard.path, DIR_MODE)
+            tightened += shard.is_dir(follow_symlinks=False) and settle(shard.path, self.dir_mode, self.group)
         os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))  # before SQLite makes it 0644
         for suffix in DB_SUFFIXES:
-            tightened += tighten(f"{self.db_path}{suffix}", FILE_MODE)
+            tightened += settle(f"{self.db_path}{suffix}", self.file_mode, self.group)
         return tightened
 
     @property
@@ -77,8 +140,8 @@ class HostCache:
         """fsync, check size (and sha256), rename into place; raise TransferFailed otherwise.
         Returns the path, the size and the bytes on disk (what the records sum as usage)."""
         os.fsync(fd)
-        stat = os.fstat(fd)
-        size = stat.st_size
+        info = os.fstat(fd)
+        size = info.st_size
         expected = obj.size if obj.size is not None else reported_size
         if expected is not None and size != expected:
             raise TransferFailed(f"{obj.source}: got {size} bytes, expected {expected}")
@@ -87,10 +150,14 @@ class HostCache:
             if digest != obj.sha256:
                 raise TransferFailed(f"{obj.source}: sha256 mismatch (got {digest[:12]}…, expected {obj.sha256[:12]}…)")
         final = self.path_for(obj.id)
-        final.parent.mkdir(mode=DIR_MODE, exist_ok=True)
-        os.fchmod(fd, FILE_MODE)
+        if not final.parent.is_dir():
+            final.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            settle(final.parent, self.dir_mode, self.group)
+        if self.group is not None:
+            os.fchown(fd, -1, self.group)
+        os.fchmod(fd, self.file_mode)
         os.rename(temp, final)
-        return final, size, stat.st_blocks * 512
+        return final, size, info.st_blocks * 512
 
     def remove(self, object_id: str) -> int:
         """Delete a complete copy; returns the bytes on disk it took."""
@@ -112,12 +179,19 @@ class HostCache:
             if shard.is_dir(follow_symlinks=False):
                 for entry in os.scandir(shard.path):
                     try:
-                        stat = entry.stat(follow_symlinks=False)
-                        tightened += bool(stat.st_mode & ~FILE_MODE & 0o7777) and tighten(entry.path, FILE_MODE)
+                        info = entry.stat(follow_symlinks=False)
+                        tightened += self._settle_copy(entry.path, info)
                     except FileNotFoundError:
                         continue
-                    sizes[entry.name] = stat.st_blocks * 512
+                    sizes[entry.name] = info.st_blocks * 512
         return sizes, tightened
+
+    def _settle_copy(self, path: str, st: os.stat_result) -> bool:
+        """Give a copy found on the disk the cache's mode (and group); True if it was looser."""
+        wrong_group = self.group is not None and st.st_gid != self.group
+        if stat.S_IMODE(st.st_mode) == self.file_mode and not wrong_group:
+            return False
+        return settle(path, self.file_mode, self.group)
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)

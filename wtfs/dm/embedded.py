@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import sqlite3
 import uuid
@@ -20,25 +21,36 @@ from typing import Any, TypeVar
 
 import trio
 
+from .. import procfs
 from ..config import CacheSettings
 from ..errors import DiskFull, Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
 from ..log import mask_credentials
 from ..objects import ObjectRef
-from ..providers import Provider, Providers, Sink
+from ..providers import LocalProvider, Provider, Providers, Sink
+from ..providers.base import Part
 from ..retry import Backoff
 from . import gc
-from .base import Lock
-from .cache import HostCache
+from .base import REQUESTER, CallerInterrupted, Lock
+from .cache import HostCache, group_id
 from .gc import GcReport
-from .records import CacheRecords, Claim, TransferStatus
+from .partials import Partial, open_partial
+from .records import CacheRecords, Claim, Standing, TransferStatus
 from .report import status_report
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LEASE_SECONDS = 30.0
-RENEW_SECONDS = 5.0
+#: How long a daemon's claims (transfers) hold without renewal; renewed every sixth of it. An
+#: operator (or a test) may shorten it with WTFS_LEASE (seconds).
+LEASE_SECONDS = float(os.environ.get("WTFS_LEASE", "30"))
 PROGRESS_SECONDS = 0.5
+#: Housekeeping ticks every PROGRESS_SECONDS; a gap this long means the daemon did not run (a pause).
+PAUSE_GAP = 2.0
+#: A foreign transfer is taken over after stall_timeout plus this without progress in its record
+#: (its owner publishes progress every PROGRESS_SECONDS and fails it itself after stall_timeout).
+TAKEOVER_GRACE = 2.0
+#: How often a process waiting in open() is looked at (a read of /proc/PID/status) for signals.
+REQUESTER_POLL = 0.1
 #: How often a transfer another daemon owns is looked at: soon at first, then every half second.
 FOREIGN_POLL = Backoff(0.05, maximum=0.5)
 
@@ -61,8 +73,10 @@ class EmbeddedDataManager:
         providers: Providers,
         stall_timeout: float,
         settings: CacheSettings | None = None,
+        cache_group: str | None = None,
     ) -> None:
-        self.cache = HostCache(cache_dir)
+        self.cache = HostCache(cache_dir, group_id(cache_group) if cache_group else None)
+        self.cache_group = cache_group
         self.settings = settings or CacheSettings()
         self.session = session
         self.mountpoint = mountpoint
@@ -77,6 +91,10 @@ class EmbeddedDataManager:
         self._running: dict[str, tuple[int, int | None]] = {}  # object id -> (bytes, size), for xattrs
         self._waiters: set[trio.CancelScope] = set()
         self._held: dict[str, Lock] = {}
+        self._in_place_fds: dict[str, int] = {}  # lock id -> descriptor of a local source served in place
+        self._lock_rows: dict[str, tuple[str, str]] = {}  # lock id -> (object id, owner), as recorded
+        self._fills: dict[int, trio.CancelScope] = {}  # this daemon's running transfers
+        self._tick = self._resumed_at = -float("inf")  # housekeeping's last tick, the last pause's end
         self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -86,12 +104,14 @@ class EmbeddedDataManager:
         the records with the disk (the one walk of the cache), making it private on the way."""
         tightened = await trio.to_thread.run_sync(self.cache.prepare)
         self._records = await trio.to_thread.run_sync(CacheRecords, self.cache.db_path, LEASE_SECONDS)
+        self._tick = trio.current_time()
         await self._db(self.records.register_daemon, self.daemon_id, self.session, self.mountpoint)
         await self._db(self.records.set_setting, "capacity", str(self.settings.capacity))
         await self._reclaim()
         tightened += (await self._db(gc.reconcile, self.cache, self.records)).tightened
         if tightened:
-            log.warning("%s: %d paths were open to other users; made private", self.cache.root, tightened)
+            made = f"limited to group {self.cache_group}" if self.cache_group else "made private"
+            log.warning("%s: %d paths were open to other users; %s", self.cache.root, tightened, made)
         self._nursery = nursery
         nursery.start_soon(self._housekeeping)
 
@@ -104,6 +124,7 @@ class EmbeddedDataManager:
                 await self._db(self._records.close)
             self._records = None
         self._held.clear()
+        self._lock_rows.clear()
 
     def interrupt(self) -> None:
         self._closing = True
@@ -126,11 +147,13 @@ class EmbeddedDataManager:
             raise DiskFull(f"{self.cache.root}: the cache's filesystem is full ({exc})") from None
 
     async def _reclaim(self) -> None:
+        """End the transfers of daemons whose lease lapsed; remove the partials of those that are
+        gone (never of a daemon still recorded: one paused past its lease may resume)."""
         dead = await self._db(self.records.reclaim_dead)
-        live = await self._db(self.records.live_daemon_ids)
-        removed = await trio.to_thread.run_sync(self.cache.remove_temps, live)
+        known = await self._db(self.records.known_daemon_ids)
+        removed = await trio.to_thread.run_sync(self.cache.remove_temps, known)
         if dead or removed:
-            log.info("reclaimed %d dead daemon(s), removed %d partial copies", len(dead), removed)
+            log.info("reclaimed %d dead or paused daemon(s), removed %d partial copies", len(dead), removed)
 
     async def collect(self, force: bool = False) -> GcReport:
         return await self._db(gc.collect, self.cache, self.records, self.settings, force)
@@ -140,6 +163,10 @@ class EmbeddedDataManager:
         renewed = collected = trio.current_time()
         while True:
             await trio.sleep(PROGRESS_SECONDS)
+            now = trio.current_time()
+            if now - self._tick > PAUSE_GAP:
+                self._resumed_at = now
+            self._tick = now
             try:
                 renewed, collected = await self._housekeep(renewed, collected)
             except DiskFull as exc:  # the records cannot grow for now: try again next round
@@ -150,14 +177,42 @@ class EmbeddedDataManager:
         if self._progress:
             updates, self._progress = self._progress, {}
             await self._db(self.records.progress, updates)
-        if trio.current_time() - renewed >= RENEW_SECONDS:
-            await self._db(self.records.renew_lease, self.daemon_id)
+        if trio.current_time() - renewed >= LEASE_SECONDS / 6:
+            standing = await self._db(self.records.renew_lease, self.daemon_id)
+            if standing != Standing.HELD:
+                await self._recover(standing)
             await self._reclaim()
             renewed = trio.current_time()
         if trio.current_time() - collected >= self.settings.gc_interval:
             await self.collect()
             collected = trio.current_time()
         return renewed, collected
+
+    async def _recover(self, standing: Standing) -> None:
+        """Back from a pause past the lease: others ended this daemon's transfers (and, if they
+        took it for gone, forgot it and its locks). Register again, record the locks again, take
+        back each transfer nobody claimed since, restart the others (they join the new owner's)."""
+        if standing == Standing.GONE:
+            await self._db(self.records.register_daemon, self.daemon_id, self.session, self.mountpoint)
+            rows = [(lock_id, object_id, owner) for lock_id, (object_id, owner) in self._lock_rows.items()]
+            await self._db(self.records.restore_locks, self.daemon_id, self.session, rows)
+        resumed = 0
+        for transfer_id, scope in list(self._fills.items()):
+            if await self._db(self.records.readopt, transfer_id, self.daemon_id):
+                resumed += 1
+            else:
+                scope.cancel()
+        log.warning(
+            "the lease lapsed (was the daemon paused?): %s; %d transfer(s) resumed, %d restarted",
+            "registered again" if standing == Standing.GONE else "renewed",
+            resumed,
+            len(self._fills) - resumed,
+        )
+
+    def _paused_since(self, since: float) -> bool:
+        """True if this daemon did not run for a while after ``since`` (stopped, or starved), or
+        is only now running again: a stall or a silence measured across it is not the peer's."""
+        return self._resumed_at >= since or trio.current_time() - self._tick > PAUSE_GAP
 
     # -- locks ------------------------------------------------------------------------------
 
@@ -166,9 +221,15 @@ class EmbeddedDataManager:
             raise Interrupted("wtfs is shutting down")
         lock_id = uuid.uuid4().hex
         await self._db(self.records.add_lock, lock_id, obj.id, self.session, owner, self.daemon_id)
+        self._lock_rows[lock_id] = (obj.id, owner)
         try:
-            path = await self._landed(obj)
+            in_place = self.providers.in_place(obj)
+            if in_place is None:
+                path = await self._landed(obj)
+            else:
+                path, obj = await self._open_in_place(lock_id, in_place, obj)
         except BaseException:
+            self._lock_rows.pop(lock_id, None)
             with trio.CancelScope(shield=True):
                 if self._records is not None:
                     await self._db(self._records.remove_lock, lock_id)
@@ -178,6 +239,8 @@ class EmbeddedDataManager:
         return lock
 
     async def unlock(self, lock: Lock) -> None:
+        self._lock_rows.pop(lock.id, None)
+        self._close_in_place(lock.id)
         if self._held.pop(lock.id, None) is not None and self._records is not None:
             await self._db(self._records.remove_lock, lock.id)
 
@@ -187,7 +250,8 @@ class EmbeddedDataManager:
         """Start landing ``obj`` without a lock (the reference's getexternal); returns at once."""
         if self._closing:
             raise Interrupted("wtfs is shutting down")
-        self._landing_of(obj)
+        if self.providers.in_place(obj) is None:  # a local file is there already
+            self._landing_of(obj)
 
     async def state(self, obj: ObjectRef) -> str:
         """``cached``, ``transferring N%`` or ``remote`` (the ``user.wtfs.state`` xattr)."""
@@ -216,12 +280,18 @@ class EmbeddedDataManager:
         return landing
 
     async def _landed(self, obj: ObjectRef) -> str:
-        """Join (or start) this daemon's landing of ``obj`` and wait for it."""
+        """Join (or start) this daemon's landing of ``obj`` and wait for it, watching the process
+        that asks (``REQUESTER``): a signal that would interrupt it ends its wait, not the landing."""
         landing = self._landing_of(obj)
+        requester = REQUESTER.get()
         with trio.CancelScope() as scope:
             self._waiters.add(scope)
             try:
-                await landing.done.wait()
+                while not landing.done.is_set():
+                    with trio.move_on_after(REQUESTER_POLL if requester else math.inf):
+                        await landing.done.wait()
+                    if not landing.done.is_set() and procfs.interrupted(requester):
+                        raise CallerInterrupted(f"{obj.source}: the waiting process was interrupted")
             finally:
                 self._waiters.discard(scope)
         if scope.cancelled_caught:
@@ -245,22 +315,54 @@ class EmbeddedDataManager:
     async def _land_once(self, obj: ObjectRef) -> str:
         gc_tried = False
         while True:
+            started = trio.current_time()
             claim: Claim = await self._db(self.records.claim, obj, self.daemon_id, self.session, self.cache.is_cached)
             if claim.kind == "cached":
                 return str(self.cache.path_for(obj.id))
             assert claim.transfer_id is not None
+            if claim.kind == "wait" and claim.owner == self.daemon_id:  # ours, yet nothing here runs it
+                await self._db(self.records.abandon, claim.transfer_id, "interrupted: left over")
+                continue
             if claim.kind == "wait":
                 await self._await_foreign(claim.transfer_id)
                 continue
             try:
-                return await self._transfer(obj, claim.transfer_id)
+                path = await self._run_transfer(obj, claim.transfer_id)
             except DiskFull:
                 if gc_tried or not (await self._db(gc.relieve, self.cache, self.records, obj.size)).evicted:
                     raise
                 gc_tried = True  # unlocked copies made room: one more try
+                continue
+            except Stalled:
+                if not self._paused_since(started):
+                    raise
+                log.info("%s: restarting the transfer after the daemon was paused", obj.source)
+                continue
+            if path is not None:
+                return path
+
+    async def _run_transfer(self, obj: ObjectRef, transfer_id: int) -> str | None:
+        """Run a transfer claimed here; None when another daemon took it over while this one was
+        paused (``_recover`` cancels it: claim again and join theirs). Whatever happens, the
+        record does not stay running."""
+        with trio.CancelScope() as scope:
+            self._fills[transfer_id] = scope
+            try:
+                return await self._transfer(obj, transfer_id)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    if self._records is not None:
+                        await self._db(self._records.abandon, transfer_id, "interrupted")
+                raise
+            finally:
+                del self._fills[transfer_id]
+        return None
 
     async def _await_foreign(self, transfer_id: int) -> None:
-        """Another daemon fetches it: wait until it lands, fails, or that daemon dies."""
+        """Another daemon fetches it: wait until it lands, fails, or that daemon dies (its lease
+        lapses). One that shows no progress for longer than ``stall_timeout`` (its owner should
+        have failed it by then) is ended here and claimed again: no wait is unbounded."""
+        seen, since = -1, trio.current_time()
         for attempt in FOREIGN_POLL.tries():
             state = await self._db(self.records.transfer_state, transfer_id)
             if state.status == TransferStatus.DONE or not state.owner_alive:
@@ -269,7 +371,31 @@ class EmbeddedDataManager:
                 if state.errno is None:
                     return  # interrupted, not failed: claim it again
                 raise from_errno(state.errno, state.error or "transfer failed")
+            now = trio.current_time()
+            if state.transferred != seen or self._paused_since(since):
+                seen, since = state.transferred, now
+            elif now - since > self.stall_timeout + TAKEOVER_GRACE:
+                reason = f"taken over: no progress for {self.stall_timeout:g}s"
+                await self._db(self.records.abandon, transfer_id, reason)
+                log.warning("transfer %d: %s", transfer_id, reason)
+                return
             await attempt.pause()
+
+    async def _open_in_place(self, lock_id: str, provider: LocalProvider, obj: ObjectRef) -> tuple[str, ObjectRef]:
+        """Serve a local file from its source: no copy, no cache space. The lock holds a
+        descriptor on it (opened without following symlinks); its path is that descriptor's, so
+        the view opens this very file. Returns the path and the object as it is now (a changed
+        file is a new object: the view shows its new size and mtime)."""
+        fd, current = await trio.to_thread.run_sync(provider.open_source, obj)
+        self._in_place_fds[lock_id] = fd
+        if current != obj:
+            log.info("%s changed since it was listed; serving it as it is now", mask_credentials(obj.source))
+        return f"/proc/self/fd/{fd}", current
+
+    def _close_in_place(self, lock_id: str) -> None:
+        fd = self._in_place_fds.pop(lock_id, None)
+        if fd is not None:
+            os.close(fd)
 
     async def _transfer(self, obj: ObjectRef, transfer_id: int) -> str:
         provider = self.providers.for_object(obj)
@@ -279,8 +405,12 @@ class EmbeddedDataManager:
             except NoSpace as exc:
                 await self._db(self.records.fail, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
                 raise
-        partial = _Partial(*await trio.to_thread.run_sync(self.cache.open_temp, obj, self.daemon_id, transfer_id))
-        self._running[obj.id] = (0, obj.size)
+        partial = await trio.to_thread.run_sync(
+            open_partial, self.cache, obj, self.daemon_id, transfer_id, provider.resumes
+        )
+        if partial.offset:
+            log.info("resuming %s at byte %d", mask_credentials(obj.source), partial.offset)
+        self._running[obj.id] = (partial.offset, obj.size)
         try:
             path, size, disk_bytes = await self._fill(obj, transfer_id, provider, partial)
         finally:
@@ -294,28 +424,41 @@ class EmbeddedDataManager:
         return str(path)
 
     async def _fill(
-        self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: _Partial
+        self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: Partial
     ) -> tuple[Path, int, int]:
         """Fetch into the partial and commit it; on failure the partial is closed and removed (so a
-        full disk is freed before the failure is recorded) and the failure recorded."""
+        full disk is freed before the failure is recorded) and the failure recorded. A transfer
+        interrupted or stalled keeps a resumable partial for the next one (``dm/partials.py``)."""
         watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
-        sink = Sink(partial.fd, lambda n: self._on_progress(watchdog, transfer_id, obj.id, n, sink), str(partial.path))
+        sink = Sink(
+            partial.fd,
+            lambda n: self._on_progress(watchdog, transfer_id, obj.id, n, sink),
+            str(partial.path),
+            offset=partial.offset,
+            validator=partial.validator,
+            parts=[Part(start, pos, end, pos) for start, pos, end in partial.parts] if partial.parts else None,
+            on_state=lambda state: partial.remember(obj.source, state.validator, _ranges(state.parts)),
+        )
         try:
             with _disk_full_is_nospace(obj, self.cache.root):
                 with watchdog:
                     await provider.fetch(obj, sink)
                 if watchdog.cancelled_caught:
                     raise Stalled(f"{obj.source}: no progress for {self.stall_timeout:g}s")
+                partial.landed()  # before the rename: the kept name must never reach a landed copy
                 commit = self.cache.commit
                 return await trio.to_thread.run_sync(commit, partial.fd, partial.path, obj, sink.expected_size)
         except WtfsError as exc:  # a full disk is not the object's fault: back to remote, tried again
             status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, DiskFull) else TransferStatus.FAILED
-            await self._record_failure(partial, transfer_id, obj, status, str(exc), exc.errno)
+            keep = isinstance(exc, (Stalled, Interrupted))
+            await self._record_failure(partial, transfer_id, obj, status, str(exc), exc.errno, keep)
             log.warning("transfer of %s failed: %s", obj.source, exc)
             raise
         except BaseException as exc:
-            status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, trio.Cancelled) else TransferStatus.FAILED
-            await self._record_failure(partial, transfer_id, obj, status, f"interrupted: {type(exc).__name__}", None)
+            cancelled = isinstance(exc, trio.Cancelled)
+            status = TransferStatus.FAILED_TEMPORARILY if cancelled else TransferStatus.FAILED
+            error = f"interrupted: {type(exc).__name__}"
+            await self._record_failure(partial, transfer_id, obj, status, error, None, keep=cancelled)
             raise
 
     def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, obj_id: str, done: int, sink: Sink) -> None:
@@ -324,26 +467,25 @@ class EmbeddedDataManager:
         self._running[obj_id] = (done, sink.expected_size)
 
     async def _record_failure(
-        self, partial: _Partial, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None
+        self,
+        partial: Partial,
+        transfer_id: int,
+        obj: ObjectRef,
+        status: TransferStatus,
+        error: str,
+        errno: int | None,
+        keep: bool,
     ) -> None:
+        """Closes the partial before removing it (an unlinked file still open keeps its blocks: a
+        full disk would stay full); ``keep`` leaves it for a resume (nothing wrong with its bytes)."""
         with trio.CancelScope(shield=True):
-            partial.close()  # first: an unlinked file still open keeps its blocks (a full disk stays full)
-            self.cache.discard(partial.path)
+            partial.discard(keep)
             if self._records is not None:
                 await self._db(self._records.fail, transfer_id, obj, status, error, errno)
 
 
-@dataclass
-class _Partial:
-    """A partial copy's descriptor and path; closed once, before its file is removed."""
-
-    fd: int
-    path: Path
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            _close_quietly(self.fd)
-            self.fd = -1
+def _ranges(parts: list[Part] | None) -> list[tuple[int, int, int]] | None:
+    return None if parts is None else [(part.start, part.pos, part.end) for part in parts]
 
 
 @contextlib.contextmanager
@@ -355,8 +497,3 @@ def _disk_full_is_nospace(obj: ObjectRef, root: Path) -> Iterator[None]:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise DiskFull(f"{obj.source}: the cache's filesystem ({root}) is full") from None
-
-
-def _close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)

@@ -6,31 +6,35 @@ basic flow. ``lock`` = ``POST /dm/lock`` then poll ``GET /dm/fs/{item}/raw`` (0.
 sees the private storage, else a copy in the host cache, landed and locked by the same embedded
 data manager every other source uses (records, leases, one transfer per host, GC), from
 ``/dm/lock/{id}/download``. ``unlock`` = ``DELETE /dm/lock/{id}``. Every lock this mount takes is
-released on stop, and locks a crashed predecessor left (same owner id) are deleted at start.
+released on stop; its owner id is this host and its daemon id, so any mount started on the host
+deletes the locks of dead mounts (a daemon id whose lease in the host cache lapsed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..catalog.girder_api import GirderApi
-from ..catalog.wholetale import WT_SCHEME
+from ..catalog.girder_api import GirderApi, Unreachable, path_id
+from ..catalog.wholetale import WS_SCHEME, WT_SCHEME, download
 from ..config import CacheSettings, Entry
 from ..errors import AccessDenied, Interrupted, Stalled, TransferFailed, WtfsError
 from ..objects import ObjectRef
 from ..providers import Providers
-from ..providers.wholetale import WholeTaleProvider
+from ..providers.wholetale import WholeTaleProvider, WorkspaceProvider
 from ..retry import Backoff
 from .base import Lock
-from .embedded import EmbeddedDataManager
+from .embedded import LEASE_SECONDS, EmbeddedDataManager
+from .records import CacheRecords
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +66,13 @@ class WholeTaleDataManager:
         tale_id: str | None = None,
     ) -> None:
         self.api = api
-        providers = Providers({WT_SCHEME: WholeTaleProvider(api, self._held_for)})
+        providers = Providers({WT_SCHEME: WholeTaleProvider(api, self._held_for), WS_SCHEME: WorkspaceProvider(api)})
         self.local = EmbeddedDataManager(
             host.cache_dir, host.session, host.mountpoint, providers, stall_timeout, host.settings
         )
         self.private_storage = host.private_storage
-        self.owner = owner
+        self.host = owner
+        self.owner = f"{owner}:{self.local.daemon_id}"  # owner id = host + daemon id
         self.stall_timeout = stall_timeout
         self.session_id = session_id
         self.dataset = dataset
@@ -76,10 +81,17 @@ class WholeTaleDataManager:
         self.session: dict[str, Any] = {}
         self._held: dict[str, Lock] = {}
         self._local: dict[str, Lock] = {}  # server lock id -> the host-cache lock under it
+        self._offline: dict[str, str | None] = {}  # lock taken while unreachable -> its server lock
+        self._ps_paths: dict[str, str] = {}  # item -> the server's storage path last seen
+        self._unreleased: set[str] = set()  # server locks to delete once the server is back
         self._waiters: set[trio.CancelScope] = set()
         self._closing = False
         #: called with the reloaded session when its ``seq`` moves (the daemon rebuilds data/)
         self.on_session_change: Callable[[dict[str, Any]], None] | None = None
+        #: the workspace's uploads, for the status report
+        self.workspace_report: Callable[[], dict[str, Any]] | None = None
+        #: at unmount, wait (bounded) for the workspace's pending uploads
+        self.workspace_drain: Callable[[], Awaitable[object]] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -96,12 +108,23 @@ class WholeTaleDataManager:
             self.created_session = True
             log.info("created WholeTale session %s", self.session_id)
         self.session = await self.api.get(f"dm/session/{self.session_id}", {"loadObjects": "true"}, "session")
-        stale = await self.api.get("dm/lock", {"sessionId": self.session_id, "ownerId": self.owner}, "locks")
+        await self._release_stale()
+        nursery.start_soon(self._follow)
+
+    async def _release_stale(self) -> None:
+        """Delete the locks dead mounts of this host left behind, whatever their mountpoint: an
+        owner id of this host whose daemon no longer renews its lease in the host cache."""
+        live = await trio.to_thread.run_sync(_live_daemons, self.local.cache.db_path)
+        prefix = f"{self.host}:"
+        stale = [
+            lock
+            for lock in await self.api.list_all("dm/lock", {}, "locks")
+            if str(lock.get("ownerId") or "").startswith(prefix) and str(lock["ownerId"])[len(prefix) :] not in live
+        ]
         for lock in stale:
             await self.api.call("DELETE", f"dm/lock/{lock['_id']}", what="stale lock")
         if stale:
-            log.warning("released %d lock(s) a previous daemon of this mount left behind", len(stale))
-        nursery.start_soon(self._follow)
+            log.warning("released %d lock(s) dead mounts of this host left behind", len(stale))
 
     async def _follow(self) -> None:
         """Poll the session's ``seq``: when its data set changes (directly, or through its tale),
@@ -109,10 +132,14 @@ class WholeTaleDataManager:
         while True:
             await trio.sleep(FOLLOW_SECONDS)
             try:
+                if self.api.outage.since is None and (None in self._offline.values() or self._unreleased):
+                    await self._relock()
                 current = await self.api.get(f"dm/session/{self.session_id}", what="session")
                 if current.get("seq") == self.session.get("seq"):
                     continue
                 self.session = await self.api.get(f"dm/session/{self.session_id}", {"loadObjects": "true"})
+            except Unreachable:
+                continue  # said once, by the API's outage record
             except WtfsError as exc:
                 log.warning("following session %s: %s", self.session_id, exc)
                 continue
@@ -123,6 +150,8 @@ class WholeTaleDataManager:
     async def stop(self) -> None:
         self.interrupt()
         with trio.CancelScope(shield=True):
+            if self.workspace_drain is not None:
+                await self.workspace_drain()  # what is left goes out at the next mount
             for lock in list(self._held.values()):
                 await self._release(lock)
             if self.created_session and self.session_id is not None:
@@ -150,7 +179,10 @@ class WholeTaleDataManager:
             raise Interrupted("wtfs is shutting down")
         item = self.item_id(obj)
         params = {"sessionId": self.session_id, "itemId": item, "ownerId": self.owner}
-        created = await self.api.call("POST", "dm/lock", params, f"item {item}")
+        try:
+            created = await self.api.call("POST", "dm/lock", params, f"item {item}")
+        except Unreachable:
+            return await self._offline_lock(obj, item)
         lock = Lock(str(created["_id"]), obj, "")
         self._held[lock.id] = lock
         try:
@@ -171,6 +203,41 @@ class WholeTaleDataManager:
         self._held[lock.id] = ready
         return ready
 
+    async def _offline_lock(self, obj: ObjectRef, item: str) -> Lock:
+        """The server is unreachable: a copy this host already has still opens (the server's
+        storage as last seen, or the host cache); the server's lock is taken once it is back."""
+        ps_path = self._ps_paths.get(item)
+        local: Lock | None = None
+        if ps_path is not None and await trio.to_thread.run_sync(os.access, ps_path, os.R_OK):
+            path = ps_path
+        elif await self.local.state(obj) == "cached":
+            local = await self.local.lock(obj, self.owner)
+            path = local.path
+        else:
+            raise Unreachable(f"item {item}: the server is unreachable and this host has no copy")
+        lock = Lock(f"offline-{uuid.uuid4().hex}", obj, path)
+        self._held[lock.id] = lock
+        self._offline[lock.id] = None
+        if local is not None:
+            self._local[lock.id] = local
+        return lock
+
+    async def _relock(self) -> None:
+        """The server is back: release what could not be released while it was away, and take
+        the server's locks of what was opened meanwhile."""
+        while self._unreleased:
+            await self.api.call("DELETE", f"dm/lock/{self._unreleased.pop()}", what="lock")
+        for lock_id in [k for k, v in self._offline.items() if v is None]:
+            lock = self._held.get(lock_id)
+            if lock is None:
+                continue
+            item = self.item_id(lock.obj)
+            params = {"sessionId": self.session_id, "itemId": item, "ownerId": self.owner}
+            created = await self.api.call("POST", "dm/lock", params, f"item {item}")
+            self._offline[lock_id] = str(created["_id"])
+        if self._offline:
+            log.info("server locks taken for %d file(s) opened during the outage", len(self._offline))
+
     async def unlock(self, lock: Lock) -> None:
         if lock.id in self._held:
             await self._release(lock)
@@ -180,10 +247,15 @@ class WholeTaleDataManager:
         local = self._local.pop(lock.id, None)
         if local is not None:
             await self.local.unlock(local)
+        server_id = self._offline.pop(lock.id) if lock.id in self._offline else lock.id
+        if server_id is None:
+            return  # opened while the server was unreachable, never locked there
         try:
-            await self.api.call("DELETE", f"dm/lock/{lock.id}", what="lock")
+            await self.api.call("DELETE", f"dm/lock/{server_id}", what="lock")
+        except Unreachable:
+            self._unreleased.add(server_id)  # released once the server is back
         except WtfsError as exc:
-            log.warning("releasing lock %s failed: %s", lock.id, exc)
+            log.warning("releasing lock %s failed: %s", server_id, exc)
 
     async def _until_cached(self, obj: ObjectRef, item: str) -> dict[str, Any]:
         """Poll the item until the server has it cached; fail on its transfer error or a stall."""
@@ -209,6 +281,7 @@ class WholeTaleDataManager:
         """The server's copy where this host sees it; else a locked copy in the host cache."""
         ps_path = dm.get("psPath")
         if self.private_storage and ps_path and await trio.to_thread.run_sync(os.access, ps_path, os.R_OK):
+            self._ps_paths[self.item_id(obj)] = str(ps_path)  # for opens while the server is away
             return str(ps_path)
         local = await self.local.lock(obj, self.owner)
         self._local[lock.id] = local
@@ -217,8 +290,8 @@ class WholeTaleDataManager:
     def _held_for(self, obj: ObjectRef) -> str:
         """A server lock this mount holds on ``obj``: the one the provider downloads through."""
         for lock in self._held.values():
-            if lock.obj.id == obj.id:
-                return lock.id
+            if lock.obj.id == obj.id and self._offline.get(lock.id, lock.id):
+                return self._offline.get(lock.id) or lock.id
         raise TransferFailed(f"{obj.source}: no server lock held to download through")
 
     # -- watching ---------------------------------------------------------------------------
@@ -237,12 +310,40 @@ class WholeTaleDataManager:
             return f"transferring {100.0 * int(transfer.get('transferred') or 0) / int(transfer['size']):.0f}%"
         return "transferring" if dm.get("transferInProgress") else "remote"
 
+    async def verify(self, obj: ObjectRef, sha256: str) -> None:
+        """Land the server's copy of an upload in the host cache and check it is what was sent
+        (while unmounting: download and hash it without landing it)."""
+        if self._closing:
+            hashed = hashlib.sha256()
+            path = f"item/{path_id(self.item_id(obj))}/download"
+            await download(self.api, path, hashed.update, f"{obj.source}: the server's copy")
+            digest = hashed.hexdigest()
+        else:
+            lock = await self.local.lock(obj, self.owner)
+            try:
+                digest = await trio.to_thread.run_sync(_sha256, lock.path)
+            finally:
+                await self.local.unlock(lock)
+        if digest != sha256:
+            raise TransferFailed(f"{obj.source}: the server's copy differs from what was sent (sha256 {digest})")
+
     async def report(self) -> dict[str, Any]:
-        transfers = await self.api.get("dm/transfer", {"sessionId": self.session_id, "discardOld": "false"})
-        locks = await self.api.get("dm/lock", {"sessionId": self.session_id, "ownerId": self.owner})
-        return {
+        base: dict[str, Any] = {
             "mode": "wholetale",
             "server": self.api.api_url,
+            "server_state": self.api.outage.describe(),
+        }
+        if self.workspace_report is not None:
+            base["workspace"] = self.workspace_report()
+        try:
+            if self.api.outage.since is not None:
+                raise Unreachable(base["server_state"])
+            transfers = await self.api.get("dm/transfer", {"sessionId": self.session_id, "discardOld": "false"})
+            locks = await self.api.get("dm/lock", {"sessionId": self.session_id, "ownerId": self.owner})
+        except WtfsError:
+            return {**base, "sessions": [], "locks": [], "transfers": []}
+        return {
+            **base,
             "sessions": [{"sessionId": self.session_id, "ownerId": self.owner}],
             "locks": [
                 {"id": lk["_id"], "itemId": lk["itemId"], "sessionId": lk["sessionId"], "ownerId": lk["ownerId"]}
@@ -253,3 +354,19 @@ class WholeTaleDataManager:
                 for t in transfers
             ],
         }
+
+
+def _live_daemons(db_path: Path) -> set[str]:
+    records = CacheRecords(db_path, LEASE_SECONDS)
+    try:
+        return records.live_daemon_ids()
+    finally:
+        records.close()
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,6 +13,7 @@ import stat
 
 import pyfuse3
 
+from ..dm.base import requested_by
 from ..views import Caller, SetAttr
 from .boundary import errno_boundary
 from .core import Entry, FsCore, Opened
@@ -131,8 +132,7 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         async for item in self.core.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, os.fsencode(item.name), _attributes(item.entry), item.next_id):
-                self.core.rejected(item)
-                return
+                return  # the reply is full: the next batch starts with this entry
             self.core.accepted(fh, item)
 
     @errno_boundary
@@ -187,7 +187,8 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        return _info(await self.core.open(inode, flags, _caller(ctx)))
+        with requested_by(ctx.pid):  # an open waiting for a transfer watches its caller for signals
+            return _info(await self.core.open(inode, flags, _caller(ctx)))
 
     @errno_boundary
     async def create(

@@ -15,14 +15,22 @@ import dataclasses
 import itertools
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import trio
 
-from ..errors import NotFound
+from ..errors import NotFound, NotSupported
 from ..views import Attr, Caller, Node, OpenFile, SetAttr
 from .inodes import ROOT_INODE, InodeTable
+
+#: Namespaces wtfs keeps nothing in, anywhere in the mount: security labels and capabilities
+#: (``security.*``) and POSIX ACLs (``system.*``). The kernel enforces neither on this mount (no
+#: FUSE_POSIX_ACL; an LSM labels the mount itself), so storing them on the workspace's disk would
+#: only mislead. They answer ENOTSUP, which ``ls -l``, ``cp -a`` and ``getfacl`` read as "not on
+#: this filesystem": ``ls -l`` then stops asking for the label and ACL of every file (two round
+#: trips each, answered ENODATA before).
+UNKEPT_XATTRS = ("security.", "system.")
 
 
 @dataclass(frozen=True)
@@ -141,20 +149,26 @@ class FsCore:
     async def statfs(self) -> os.statvfs_result:
         return await trio.to_thread.run_sync(os.statvfs, self.presentation.statfs_path)
 
+    def _xattr_node(self, inode: int, name: str) -> Node:
+        node = self.inodes.node(inode)
+        if name.startswith(UNKEPT_XATTRS):
+            raise NotSupported(f"extended attribute {name}: wtfs keeps no security labels or ACLs")
+        return node
+
     async def getxattr(self, inode: int, name: str) -> bytes:
-        return await self.inodes.node(inode).getxattr(name)
+        return await self._xattr_node(inode, name).getxattr(name)
 
     async def setxattr(self, inode: int, name: str, value: bytes) -> None:
-        await self.inodes.node(inode).setxattr(name, value)
+        await self._xattr_node(inode, name).setxattr(name, value)
 
     async def listxattr(self, inode: int, caller: Caller) -> list[str]:
         names = await self.inodes.node(inode).listxattr()
-        if caller.uid != 0:  # trusted.* is for privileged callers only, as the kernel shows it
-            names = [name for name in names if not name.startswith("trusted.")]
-        return names
+        hidden = UNKEPT_XATTRS if caller.uid == 0 else (*UNKEPT_XATTRS, "trusted.")
+        # trusted.* is for privileged callers only, as the kernel shows it
+        return [name for name in names if not name.startswith(hidden)]
 
     async def removexattr(self, inode: int, name: str) -> None:
-        await self.inodes.node(inode).removexattr(name)
+        await self._xattr_node(inode, name).removexattr(name)
 
     # -- directories ------------------------------------------------------------------------
 
@@ -163,19 +177,26 @@ class FsCore:
         self.dirs[fh] = _DirHandle(inode, self.inodes.node(inode))
         return fh
 
-    async def readdir(self, fh: int, start_id: int) -> AsyncIterator[DirEntry]:
-        """Entries from ``start_id``; the caller reports each as ``accepted`` or ``rejected``."""
+    async def readdir(self, fh: int, start_id: int) -> AsyncGenerator[DirEntry, None]:
+        """Entries from ``start_id``; the caller reports each one the kernel took as ``accepted``.
+
+        An entry that did not fit opens the next batch: the listing pins its nodes until
+        ``releasedir``, so each is alive when handed over, and released if it never is."""
         handle = self.dirs[fh]
         if handle.entries is None or start_id == 0:
-            handle.entries = await handle.node.listdir()
+            listed = await handle.node.listdir()
+            self._unpin(handle)
+            handle.entries = listed
+            self.inodes.pin([node for _, node in listed])
+        entries = handle.entries
         if start_id <= 1:  # "." and "..": only the first batch carries them
             own = self.entry(handle.inode, await handle.node.attr())
             if start_id == 0:
                 yield DirEntry(".", own, 1, counted=False)
             parent = self.parents.get(handle.inode, ROOT_INODE)
             yield DirEntry("..", dataclasses.replace(own, st_ino=parent), 2, counted=False)
-        for index in range(max(start_id, 2), len(handle.entries) + 2):
-            name, node = handle.entries[index - 2]
+        for index in range(max(start_id, 2), len(entries) + 2):
+            name, node = entries[index - 2]
             yield DirEntry(name, await self._entry_for(node), index + 1)
 
     def accepted(self, fh: int, item: DirEntry) -> None:
@@ -186,13 +207,15 @@ class FsCore:
         if stat.S_ISDIR(item.entry.st_mode):
             self.parents[item.entry.st_ino] = self.dirs[fh].inode
 
-    def rejected(self, item: DirEntry) -> None:
-        """The reply was full: a node listed but never handed over is released now."""
-        if item.counted:
-            self.inodes.drop_if_unknown(item.entry.st_ino)
-
     async def releasedir(self, fh: int) -> None:
-        self.dirs.pop(fh, None)
+        handle = self.dirs.pop(fh, None)
+        if handle is not None:
+            self._unpin(handle)
+
+    def _unpin(self, handle: _DirHandle) -> None:
+        if handle.entries is not None:
+            self.inodes.unpin([node for _, node in handle.entries])
+            handle.entries = None
 
     async def mkdir(self, parent_inode: int, name: str, mode: int, caller: Caller) -> Entry:
         node = await self.inodes.node(parent_inode).mkdir(name, stat.S_IMODE(mode), caller)

@@ -12,12 +12,18 @@ ROOT_INODE = 1
 
 
 class InodeTable:
-    """key ↔ inode; an inode is dropped when the kernel forgets it (lookup count 0)."""
+    """key ↔ inode; an inode is dropped when the kernel forgets it (lookup count 0).
+
+    A node is released (``Node.forget``) once neither the kernel nor an open directory listing
+    holds it: a listing's nodes are pinned until the directory is released, so a node the
+    kernel forgets in between (or was never handed, the reply being full) is still alive when
+    the next batch of that listing hands it over."""
 
     def __init__(self, root: Node) -> None:
         self._inode_by_key: dict[Hashable, int] = {root.key: ROOT_INODE}
         self._nodes: dict[int, Node] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {}
+        self._pins: dict[int, tuple[Node, int]] = {}  # id(node) -> (node, open listings holding it)
         self._next = ROOT_INODE + 1  # sequential numbers stay far below every inode_hint
 
     def node(self, inode: int) -> Node:
@@ -47,7 +53,8 @@ class InodeTable:
         self._lookups[inode] = self._lookups.get(inode, 0) + 1
 
     def forget(self, inode: int, count: int) -> bool:
-        """Drop ``count`` lookups; True when the inode is gone (its node released)."""
+        """Drop ``count`` lookups; True when the inode is gone (its node released, unless an
+        open listing still holds it: then ``unpin`` releases it)."""
         remaining = self._lookups.get(inode, 0) - count
         if remaining > 0:
             self._lookups[inode] = remaining
@@ -59,13 +66,33 @@ class InodeTable:
         if node is not None:
             if self._inode_by_key.get(node.key) == inode:
                 del self._inode_by_key[node.key]
-            node.forget()
+            if id(node) not in self._pins:
+                node.forget()
         return True
 
-    def drop_if_unknown(self, inode: int) -> None:
-        """A node listed but never handed to the kernel: release it now, not never."""
-        if inode not in self._lookups:
-            self.forget(inode, 0)
+    def pin(self, nodes: list[Node]) -> None:
+        """An open listing holds these nodes until ``unpin``."""
+        for node in _holding(nodes):
+            _, count = self._pins.get(id(node), (node, 0))
+            self._pins[id(node)] = (node, count + 1)
+
+    def unpin(self, nodes: list[Node]) -> None:
+        """A listing is closed: release each node the kernel does not hold, now, not never."""
+        for node in _holding(nodes):
+            _, count = self._pins.pop(id(node), (node, 1))
+            if count > 1:
+                self._pins[id(node)] = (node, count - 1)
+                continue
+            inode = self._inode_by_key.get(node.key)
+            if inode is None or self._nodes.get(inode) is not node:
+                node.forget()  # never handed over, or the kernel holds another object for it
+            elif inode not in self._lookups:
+                self.forget(inode, 0)
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+
+def _holding(nodes: list[Node]) -> list[Node]:
+    """The nodes that hold something to release (a descriptor): only they need pinning."""
+    return [node for node in nodes if type(node).forget is not Node.forget]

@@ -17,6 +17,12 @@ class Providers:
     def __init__(self, by_scheme: dict[str, Provider]) -> None:
         self.by_scheme = by_scheme
 
+    def in_place(self, obj: ObjectRef) -> LocalProvider | None:
+        """The provider that serves ``obj`` from its source, without a copy: a local file with no
+        spec sha256 to verify first. None: it lands in the cache."""
+        provider = self.by_scheme.get(urlsplit(obj.source).scheme.lower())
+        return provider if isinstance(provider, LocalProvider) and obj.sha256 is None else None
+
     def for_object(self, obj: ObjectRef) -> Provider:
         scheme = urlsplit(obj.source).scheme.lower()
         provider = self.by_scheme.get(scheme)

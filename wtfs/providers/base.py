@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..objects import ObjectRef
@@ -35,35 +36,107 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+#: A part of a ranged transfer is remembered (for a resume) every so many of its bytes.
+PART_SAVE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Part:
+    """One range [start, end) of a transfer in parallel streams; bytes before ``pos`` are written."""
+
+    start: int
+    pos: int
+    end: int
+    saved: int = field(default=-1, compare=False)  # ``pos`` as last remembered
+
+    @property
+    def left(self) -> int:
+        return self.end - self.pos
+
+
 class Sink:
     """The temp file a provider writes into; reports progress to whoever watches it.
 
     Providers call ``write`` (or ``advanced`` after writing to ``fd`` themselves) and ``reset``
     when a server ignores a resume. ``expected_size`` is what the provider learnt from the
-    source (Content-Length), used when the catalog did not know the size.
+    source (Content-Length), used when the catalog did not know the size. A sink may start at
+    ``offset`` > 0 (a partial kept from an earlier transfer) whose bytes came from the version
+    of the source named by ``validator`` (an ETag or Last-Modified): a provider resumes only if
+    the source still has that version, and reports the version it gets with ``validated``.
+    A transfer in parallel ranged streams writes ``parts`` (``begin_parts``, ``write_at``); they
+    are remembered with the validator (``on_state``), so each range resumes where it stopped.
     """
 
-    def __init__(self, fd: int, on_progress: Callable[[int], None], path: str = "") -> None:
+    def __init__(
+        self,
+        fd: int,
+        on_progress: Callable[[int], None],
+        path: str = "",
+        offset: int = 0,
+        validator: str | None = None,
+        parts: list[Part] | None = None,
+        on_state: Callable[[Sink], None] | None = None,
+    ) -> None:
         self.fd = fd
         self.path = path
-        self.offset = 0
+        self.offset = offset
+        self.validator = validator
+        self.parts = parts
         self.expected_size: int | None = None
         self._on_progress = on_progress
-        self._flushed = 0
+        self._on_state = on_state
+        self._flushed = offset
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self.fd, view)
+            written = os.pwrite(self.fd, view, self.offset)
             view = view[written:]
-        self.advanced(len(data))
+            self.offset += written
+        self._on_progress(self.offset)
         if self.offset - self._flushed >= WRITEBACK_BYTES:
             start_writeback(self.fd, self._flushed, self.offset - self._flushed)
             self._flushed = self.offset
 
+    def begin_parts(self, parts: list[Part]) -> None:
+        """From here on the bytes arrive in these ranges, in any order."""
+        self.parts = parts
+        self.offset = sum(part.pos - part.start for part in parts)
+        self._save()
+
+    def write_at(self, part: Part, data: bytes) -> None:
+        """Bytes of ``part`` at its position; never past its end."""
+        view = memoryview(data)[: part.left]
+        while view:
+            written = os.pwrite(self.fd, view, part.pos)
+            view = view[written:]
+            part.pos += written
+            self.offset += written
+        self._on_progress(self.offset)
+        if part.pos - part.saved >= PART_SAVE_BYTES or (part.left == 0 and part.saved != part.pos):
+            part.saved = part.pos
+            self._save()
+        if self.offset - self._flushed >= WRITEBACK_BYTES:
+            start_writeback(self.fd, 0, 0)  # every dirty range of the file
+            self._flushed = self.offset
+
+    def _save(self) -> None:
+        if self._on_state is not None:
+            self._on_state(self)
+
     def advanced(self, n: int) -> None:
         self.offset += n
         self._on_progress(self.offset)
+
+    def alive(self) -> None:
+        """No bytes, but the source answered (a server asking to wait): not a stall."""
+        self._on_progress(self.offset)
+
+    def validated(self, validator: str | None) -> None:
+        """The source's version of the bytes from here on; remembered for a later resume."""
+        if validator != self.validator:
+            self.validator = validator
+            self._save()
 
     def reported(self, done: int) -> None:
         """Progress of bytes that land elsewhere (a staging area), not yet in this file."""
@@ -83,14 +156,21 @@ class Sink:
         self._on_progress(self.offset)
 
     def reset(self) -> None:
-        """Start over from byte 0 (the server would not resume)."""
+        """Start over from byte 0 (the server would not resume, or the source changed)."""
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
         self.offset = self._flushed = 0
+        had_parts, self.parts = self.parts is not None, None
+        if had_parts:
+            self._save()  # never leave ranges recorded over bytes that are gone
         self._on_progress(0)
 
 
 class Provider(Protocol):
+    #: True when ``fetch`` continues a sink from its ``offset`` only while the source keeps the
+    #: sink's ``validator`` (so a partial may be kept for a later transfer)
+    resumes: bool
+
     async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
         """Write the object's bytes into ``sink``; raise a WtfsError on failure."""
         ...

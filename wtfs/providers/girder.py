@@ -15,6 +15,8 @@ from .http import HttpProvider
 
 
 class GirderProvider:
+    resumes = True
+
     def __init__(self, api: GirderApi, http: HttpProvider) -> None:
         self.api = api
         self.http = http

@@ -80,6 +80,8 @@ def api_error(exc: globus_sdk.GlobusAPIError, what: str) -> WtfsError:
 
 
 class GlobusProvider:
+    resumes = False
+
     def __init__(
         self,
         settings: GlobusSettings,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from functools import partial
+from typing import NamedTuple
 
 import httpcore
 import httpx
@@ -13,7 +18,7 @@ import trio
 from ..errors import AccessDenied, NotFound, TransferFailed, WtfsError
 from ..objects import ObjectRef
 from ..retry import Backoff
-from .base import Sink
+from .base import Part, Sink
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,22 @@ Headers = Callable[[], dict[str, str]]
 
 
 class _Retry(Exception):
-    """A temporary failure: try again after a backoff."""
+    """A temporary failure: try again after a backoff, or after ``after`` seconds if the server
+    said when (Retry-After)."""
+
+    def __init__(self, message: str, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+#: Statuses that mean "later" rather than "never"; their Retry-After is honoured.
+_BUSY = (429, 503)
+#: Objects smaller than this take one stream whatever ``streams`` says: set-up would cost more.
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
+
+
+class _NoRanges(Exception):
+    """The server will not serve ranges of this source (or it changed): one stream instead."""
 
 
 #: httpcore reads the socket 64 KiB at a time; at 1 MiB a loopback GiB streams twice as fast
@@ -59,45 +79,126 @@ def status_error(url: str, status: int) -> WtfsError | None:
 
 
 class HttpProvider:
-    """Fetches ``http(s)://`` sources. 5xx and dropped connections are retried; 4xx are not."""
+    """Fetches ``http(s)://`` sources. 5xx, 429 and dropped connections are retried; other 4xx
+    are not. A partial is resumed with Range, guarded by If-Range with the validator (ETag or
+    Last-Modified) its bytes came with; a server's Retry-After is honoured up to ``stall_timeout``.
+    With ``streams`` > 1 a large object whose size is known comes in that many ranges at once,
+    each written in place and retried (resumed) on its own."""
 
-    def __init__(self, client: httpx.AsyncClient, attempts: int = 5, backoff: float = 0.25) -> None:
+    resumes = True
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        attempts: int = 5,
+        backoff: float = 0.25,
+        stall_timeout: float = 30.0,
+        streams: int = 1,
+    ) -> None:
         self.client = client
         self.retry = Backoff(backoff, maximum=5.0, attempts=attempts)
+        self.stall_timeout = stall_timeout
+        self.streams = streams
 
     async def fetch(self, obj: ObjectRef, sink: Sink, url: str | None = None, headers: Headers | None = None) -> None:
         """Fetch ``url`` (default: the object's source) with ``headers()`` on every attempt."""
         url = url or obj.source
-        for attempt in self.retry.tries():
-            if obj.size is not None and sink.offset >= obj.size > 0:
-                return  # all there: never ask for a range past the end (Girder would resend it all)
+        extra = headers or dict
+        ranged = self.streams > 1 and sink.offset == 0 and (obj.size or 0) >= PARALLEL_MIN_BYTES
+        if sink.parts is not None or ranged:
             try:
-                await self._attempt(url, sink, headers() if headers else {})
+                await self._parallel(obj, sink, url, extra)
+                return
+            except _NoRanges as exc:
+                log.info("%s: %s; one stream instead", obj.source, exc)
+                sink.reset()
+
+        def complete() -> bool:  # never ask for a range past the end (Girder would resend it all)
+            return obj.size is not None and sink.offset >= obj.size > 0
+
+        await self._retrying(obj, sink, lambda: self._attempt(url, sink, extra()), complete)
+
+    async def _parallel(self, obj: ObjectRef, sink: Sink, url: str, extra: Headers) -> None:
+        """Every part at once, each with its own retries; the first error ends them all."""
+        if sink.parts is None:
+            assert obj.size is not None
+            sink.begin_parts(split(obj.size, self.streams))
+        parts = sink.parts
+        assert parts is not None
+        try:
+            async with trio.open_nursery() as nursery:
+                for part in parts:
+                    attempt = partial(self._part_attempt, url, sink, part, extra)
+                    nursery.start_soon(self._retrying, obj, sink, attempt, lambda part=part: part.left == 0)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        sink.expected_size = parts[-1].end
+
+    async def _retrying(
+        self, obj: ObjectRef, sink: Sink, attempt_once: Callable[[], Awaitable[None]], complete: Callable[[], bool]
+    ) -> None:
+        """Attempts until ``complete``: transport errors and 5xx after a backoff, 429/503 after
+        their Retry-After (failing at once if that is beyond ``stall_timeout``)."""
+        for attempt in self.retry.tries():
+            if complete():
+                return
+            try:
+                await attempt_once()
                 return
             except (_Retry, httpx.TransportError) as exc:
                 if attempt.last:
                     raise TransferFailed(f"{obj.source}: {_describe(exc)} after {attempt.number} attempts") from None
-                log.info(
-                    "%s: %s; retrying in %.2fs (attempt %d)", obj.source, _describe(exc), attempt.delay, attempt.number
-                )
-                await attempt.pause()
+                after = exc.after if isinstance(exc, _Retry) else None
+                if after is not None and after > self.stall_timeout:
+                    raise TransferFailed(
+                        f"{obj.source}: {_describe(exc)}; the server asks to retry in {after:g}s,"
+                        f" beyond stall_timeout ({self.stall_timeout:g}s)"
+                    ) from None
+                delay = attempt.delay if after is None else after
+                log.info("%s: %s; retrying in %.2fs (attempt %d)", obj.source, _describe(exc), delay, attempt.number)
+                if after is None:
+                    await attempt.pause()
+                else:
+                    sink.alive()  # the server answered: waiting as told is not a stall
+                    await trio.sleep(after)
+                    sink.alive()
 
     async def _attempt(self, url: str, sink: Sink, extra: dict[str, str]) -> None:
         headers = {"Accept-Encoding": "identity", **extra}
         if sink.offset:
             headers["Range"] = f"bytes={sink.offset}-"
+            if sink.validator is not None:
+                headers["If-Range"] = sink.validator  # a changed source sends it all (200)
         async with self.client.stream("GET", url, headers=headers) as response:
-            error = status_error(url, response.status_code)
-            if error is not None:
-                raise error
-            if response.status_code >= 500:
-                raise _Retry(f"HTTP {response.status_code}")
-            if response.status_code == 416 and sink.offset:
+            status = response.status_code
+            if status == 416 and sink.offset:
                 sink.reset()
                 raise _Retry("HTTP 416 on resume")
+            _check_status(url, response)
             self._position(response, sink)
+            sink.validated(validator(response.headers))
             async for chunk in response.aiter_raw():
                 sink.write(chunk)
+
+    async def _part_attempt(self, url: str, sink: Sink, part: Part, extra: Headers) -> None:
+        """One request for what is left of ``part``; any answer but that range means no ranges."""
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={part.pos}-{part.end - 1}", **extra()}
+        if sink.validator is not None:
+            headers["If-Range"] = sink.validator
+        async with self.client.stream("GET", url, headers=headers) as response:
+            _check_status(url, response)
+            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+            if response.status_code != 206 or not match or int(match.group(1)) != part.pos:
+                raise _NoRanges(f"HTTP {response.status_code} to a range request")
+            found = validator(response.headers)
+            if sink.validator is None:
+                sink.validated(found)
+            elif found != sink.validator:
+                raise _NoRanges("the source changed during the transfer")
+            async for chunk in response.aiter_raw():
+                sink.write_at(part, chunk)
+                if not part.left:
+                    break
 
     @staticmethod
     def _position(response: httpx.Response, sink: Sink) -> None:
@@ -118,21 +219,91 @@ class HttpProvider:
             sink.expected_size = int(length)
 
 
+def _check_status(url: str, response: httpx.Response) -> None:
+    """Raise what a status other than 200/206 means: a retry (5xx, 429), or a final error."""
+    status = response.status_code
+    if status in _BUSY:
+        raise _Retry(f"HTTP {status}", retry_after(response.headers.get("retry-after")))
+    error = status_error(url, status)
+    if error is not None:
+        raise error
+    if status >= 500:
+        raise _Retry(f"HTTP {status}")
+
+
+def split(size: int, streams: int) -> list[Part]:
+    """``size`` bytes in ``streams`` ranges of (nearly) equal length."""
+    bounds = [size * i // streams for i in range(streams + 1)]
+    return [Part(start, start, end, start) for start, end in itertools.pairwise(bounds) if end > start]
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What ended parallel streams: the first error that is not a cancellation (else the group)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(exc)
+        if not isinstance(exc, trio.Cancelled | BaseExceptionGroup):
+            return exc
+    return group
+
+
+def validator(headers: httpx.Headers) -> str | None:
+    """What names this version of a resource for If-Range: a strong ETag, else Last-Modified."""
+    etag = headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return str(etag)
+    modified = headers.get("last-modified")
+    return str(modified) if modified else None
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def last_modified_ns(value: str | None) -> int | None:
+    """A Last-Modified header as nanoseconds since the epoch; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp()) * 1_000_000_000
+    except (TypeError, ValueError):
+        return None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
 
 
-async def probe_size(client: httpx.AsyncClient, url: str, timeout: float = 10.0) -> int | None:
-    """HEAD for the size shown in stat before the first open; None when the server won't say."""
+class Head(NamedTuple):
+    """What a HEAD told about a resource before its first open (None: the server did not say)."""
+
+    size: int | None = None
+    mtime_ns: int | None = None
+    #: why the server told nothing (``HEAD answered 404``), said at mount for the entry
+    problem: str | None = None
+
+
+async def probe(client: httpx.AsyncClient, url: str, timeout: float = 10.0) -> Head:
+    """HEAD for the size and mtime (Last-Modified) shown in stat before the first open."""
     with trio.move_on_after(timeout):
         try:
             response = await client.head(url, headers={"Accept-Encoding": "identity"})
         except httpx.HTTPError as exc:
             log.warning("%s: HEAD failed: %s", url, _describe(exc))
-            return None
+            return Head(problem=f"HEAD failed: {_describe(exc)}")
+        if response.status_code != 200:
+            log.warning("%s: HEAD answered %d", url, response.status_code)
+            return Head(problem=f"HEAD answered {response.status_code} {response.reason_phrase}".rstrip())
         length = response.headers.get("content-length")
-        if response.status_code == 200 and length is not None and length.isdigit():
-            return int(length)
-        log.warning("%s: HEAD answered %d", url, response.status_code)
-    return None
+        size = int(length) if length is not None and length.isdigit() else None
+        return Head(size, last_modified_ns(response.headers.get("last-modified")))
+    return Head(problem=f"HEAD got no answer within {timeout:g}s")

@@ -21,10 +21,34 @@ _CHUNK = 64 * 1024 * 1024
 
 
 class LocalProvider:
-    """Copies with copy_file_range in worker threads, a chunk at a time for progress."""
+    """Local sources are served in place (``open_source``); ``fetch`` copies, with
+    copy_file_range in worker threads a chunk at a time for progress, only what must be verified
+    against a spec's sha256 first."""
+
+    resumes = False
+
+    def __init__(self) -> None:
+        self._identity: dict[str, tuple[int, int]] = {}  # object id -> (st_dev, st_ino) first served
+
+    def open_source(self, obj: ObjectRef) -> tuple[int, ObjectRef]:
+        """An fd on the source itself (no symlink followed), and the object as it is now: ``obj``
+        while its size, mtime and inode are those it was listed (first served) with, else the
+        object of the file that is there now. Blocking: run in a worker thread."""
+        path = _path(obj)
+        try:
+            fd = open_file(path)
+        except OSError as exc:
+            raise _error(path, exc) from None
+        st = os.fstat(fd)
+        inode = (st.st_dev, st.st_ino)
+        versions = (str(st.st_mtime_ns), "", f"{st.st_mtime_ns}:{st.st_dev}:{st.st_ino}")
+        listed = obj.size in (None, st.st_size) and obj.id in _ids(obj, versions)
+        if listed and self._identity.setdefault(obj.id, inode) == inode:
+            return fd, obj
+        return fd, ObjectRef.for_source(obj.source, st.st_size, None, versions[-1])
 
     async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
-        path = local_path(obj.source.removeprefix("file://") if obj.source.startswith("file://") else obj.source)
+        path = _path(obj)
         try:
             src = await trio.to_thread.run_sync(open_file, path)
         except OSError as exc:
@@ -39,6 +63,16 @@ class LocalProvider:
             raise _error(path, exc) from None
         finally:
             os.close(src)
+
+
+def _ids(obj: ObjectRef, versions: tuple[str, ...]) -> set[str]:
+    """The ids ``obj`` would have with each version: listed with the file's mtime (the catalog),
+    with none (Girder's phys_path), or as a file seen changed (mtime and inode)."""
+    return {ObjectRef.for_source(obj.source, obj.size, obj.sha256, version).id for version in versions}
+
+
+def _path(obj: ObjectRef) -> str:
+    return local_path(obj.source.removeprefix("file://") if obj.source.startswith("file://") else obj.source)
 
 
 def _copy_chunk(src: int, dst: int, offset: int) -> int:

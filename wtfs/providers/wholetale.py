@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..catalog.girder_api import GirderApi
+from ..catalog.girder_api import GirderApi, path_id
 from ..catalog.wholetale import download
 from ..objects import ObjectRef
 from .base import Sink
 
 
 class WholeTaleProvider:
+    resumes = False
+
     def __init__(self, api: GirderApi, held_lock: Callable[[ObjectRef], str]) -> None:
         self.api = api
         self.held_lock = held_lock  # the id of a server lock held on the object (the DM's)
@@ -22,3 +24,16 @@ class WholeTaleProvider:
     async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
         path = f"dm/lock/{self.held_lock(obj)}/download"
         await download(self.api, path, sink.write, f"{self.api.api_url}/{path}")
+
+
+class WorkspaceProvider:
+    """A file of the tale's workspace: its item's download (no server lock applies to it)."""
+
+    resumes = False
+
+    def __init__(self, api: GirderApi) -> None:
+        self.api = api
+
+    async def fetch(self, obj: ObjectRef, sink: Sink) -> None:
+        item = obj.source.split(":", 1)[1]
+        await download(self.api, f"item/{path_id(item)}/download", sink.write, f"workspace item {item}")

@@ -20,7 +20,7 @@ import trio
 from .. import __version__, runtime
 from ..catalog.girder_api import GirderApi, Unreachable, read_secret
 from ..config import GirderSettings, Secrets, Spec, WholeTaleSettings, load_spec
-from ..errors import AccessDenied, SpecError, WtfsError
+from ..errors import SpecError, WtfsError
 from ..procfs import pid_alive
 from .journal import Journal, journal_path
 from .progress import Reporter, Tally, reporter
@@ -190,14 +190,5 @@ def _failure_lines(publisher: Publisher) -> list[str]:
 
 async def _destination(remote: Remote, args: argparse.Namespace, target: Target) -> str:
     """The folder id to publish into: --folder-id, or the collection and its path, made as needed."""
-    if args.folder_id:
-        found = await remote.api.call("GET", f"folder/{args.folder_id}", what=f"folder {args.folder_id}")
-        if found.get("_accessLevel", 1) < 1:  # Girder's levels: 0 read, 1 write, 2 admin
-            raise AccessDenied(f"folder {args.folder_id}: no write access")
-        return str(args.folder_id)
-    parent, parent_type = await remote.collection(args.collection), "collection"
-    for name in filter(None, (args.folder_path or "").split("/")):
-        found = (await remote.subfolders(parent, parent_type)).get(name)
-        parent = found or await remote.create_folder(parent, name, {"wtfs": target.wtfs_meta}, parent_type)
-        parent_type = "folder"
-    return parent
+    found, _ = await remote.destination(args.folder_id, args.collection, args.folder_path or "", target.wtfs_meta)
+    return found

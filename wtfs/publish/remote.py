@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from ..catalog.girder_api import GirderApi
-from ..errors import NotFound
+from ..errors import AccessDenied, NotFound
 
 Doc = dict[str, Any]
 
@@ -77,6 +77,22 @@ class Remote:
 
     async def set_item_meta(self, item_id: str, meta: Doc) -> None:
         await self.api.call("PUT", f"item/{item_id}/metadata", None, "item metadata", json_body=meta)
+
+    async def destination(self, folder_id: str | None, collection: str | None, path: str, meta: Doc) -> tuple[str, str]:
+        """(id, type) of where to publish: the folder ``folder_id`` (checked writable), or the
+        collection and the folders of ``path`` (A/B/C) below it, made as needed."""
+        if folder_id:
+            found = await self.api.call("GET", f"folder/{folder_id}", what=f"folder {folder_id}")
+            if found.get("_accessLevel", 1) < 1:  # Girder's levels: 0 read, 1 write, 2 admin
+                raise AccessDenied(f"folder {folder_id}: no write access")
+            return folder_id, "folder"
+        assert collection is not None
+        parent, parent_type = await self.collection(collection), "collection"
+        for name in filter(None, path.split("/")):
+            found = (await self.subfolders(parent, parent_type)).get(name)
+            parent = found or await self.create_folder(parent, name, {"wtfs": meta}, parent_type)
+            parent_type = "folder"
+        return parent, parent_type
 
     # -- uploads -----------------------------------------------------------------------------
 

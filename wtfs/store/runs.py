@@ -38,6 +38,7 @@ class RunStatus(enum.IntEnum):
 
 
 ACTIVE = (RunStatus.STARTING, RunStatus.RUNNING)
+ENDED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,13 @@ class Run:
 
 
 class RunStore:
-    def __init__(self, state_dir: Path, versions: VersionStore) -> None:
+    """``publish``: the spec has ``[publish]``, so each run is created with its ``publish``
+    state ``pending`` (the daemon publishes it once it ends, see ``wtfs.publish.runs``)."""
+
+    def __init__(self, state_dir: Path, versions: VersionStore, publish: bool = False) -> None:
         self.root = state_dir / "runs"
         self.versions = versions
+        self.publish = publish
 
     def prepare(self) -> list[Run]:
         """Create the store; runs whose executor died are marked FAILED. Returns those runs."""
@@ -159,6 +164,8 @@ class RunStore:
                     "startTime": None,
                     "endTime": None,
                 }
+                if self.publish:
+                    record["publish"] = "pending"
                 write_json(temp / "run.json", record)
                 self.versions.add_ref(version.id, run_id)
                 os.rename(temp, self.root / run_id)

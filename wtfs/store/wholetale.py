@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from ..catalog.girder import safe_name, timestamp_ns
-from ..catalog.girder_api import GirderApi
+from ..catalog.girder_api import GirderApi, path_id
 from ..catalog.wholetale import download
 from ..errors import NotFound
 from ..providers.base import Sink
@@ -39,7 +40,7 @@ class Tale:
         raise NotFound(f"no {kind} named {name!r}")
 
     async def listing(self, folder_id: str) -> list[RemoteEntry]:
-        listing = await self.api.get(f"dm/fs/{folder_id}/listing", what="listing")
+        listing = await self.api.get(f"dm/fs/{path_id(folder_id)}/listing", what="listing")
         folders = [_remote(doc, True) for doc in listing.get("folders", [])]
         return folders + [_remote(doc, False) for doc in listing.get("files", [])]
 
@@ -47,7 +48,7 @@ class Tale:
         """The item read whole into an unlinked scratch file: nothing is left if we die."""
         fd = _anonymous_file(self.scratch)
         try:
-            await download(self.api, f"item/{item_id}/download", Sink(fd, lambda n: None).write, what)
+            await download(self.api, f"item/{path_id(item_id)}/download", Sink(fd, lambda n: None).write, what)
         except BaseException:
             os.close(fd)
             raise
@@ -92,9 +93,13 @@ class _TaleRepo:
 
 class TaleVersions(_TaleRepo):
     kind = "version"
+    #: waits (bounded) for the workspace's pending uploads: a version holds what was written
+    before_create: Callable[[], Awaitable[object]] | None = None
 
     async def create(self, name: str) -> Entry:
         """force: a mkdir always makes a version, changed or not."""
+        if self.before_create is not None:
+            await self.before_create()
         params = {"taleId": self.tale.tale_id, "name": name, "force": "true"}
         return self.entry(await self.api.call("POST", "version", params))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -24,21 +24,25 @@ class DataContext:
     dm: DataManager
     owner: str
     ttl: float
+    #: object id -> its path in the mount (``data/…``), for the files opened or prefetched: what
+    #: the mount's status shows for a transfer
+    paths: dict[str, str] = field(default_factory=dict)
 
 
-def wrap(node: CatalogNode, ctx: DataContext) -> Node:
+def wrap(node: CatalogNode, ctx: DataContext, path: str) -> Node:
     if isinstance(node, CatalogFile):
-        return DataFile(node, ctx)
+        return DataFile(node, ctx, path)
     if isinstance(node, CatalogLink):
         return DataLink(node, ctx)
-    return DataDir(node, ctx)
+    return DataDir(node, ctx, path)
 
 
 class DataDir(Node):
-    def __init__(self, cat: CatalogDir, ctx: DataContext) -> None:
+    def __init__(self, cat: CatalogDir, ctx: DataContext, path: str = "data") -> None:
         self.cat = cat
         self.ctx = ctx
         self.key = ("data", cat)
+        self.path = path
 
     async def attr(self) -> Attr:
         return Attr.directory(self.cat.mtime_ns, ttl=self.ctx.ttl)
@@ -47,18 +51,25 @@ class DataDir(Node):
         child = (await self.cat.children()).get(name)
         if child is None:
             raise NotFound(name)
-        return wrap(child, self.ctx)
+        return wrap(child, self.ctx, f"{self.path}/{name}")
 
     async def listdir(self) -> list[tuple[str, Node]]:
         children = await self.cat.children()
-        return [(name, wrap(children[name], self.ctx)) for name in sorted(children)]
+        return [(name, wrap(children[name], self.ctx, f"{self.path}/{name}")) for name in sorted(children)]
 
 
 class DataFile(Node):
-    def __init__(self, cat: CatalogFile, ctx: DataContext) -> None:
+    def __init__(self, cat: CatalogFile, ctx: DataContext, path: str) -> None:
         self.cat = cat
         self.ctx = ctx
         self.key = ("data", cat)
+        self.path = path
+
+    async def object(self) -> ObjectRef:
+        """source(), remembered with this file's path for the status of its transfer."""
+        obj = await self.source()
+        self.ctx.paths[obj.id] = self.path
+        return obj
 
     async def attr(self) -> Attr:
         return Attr.file(self.cat.size or 0, self.cat.mtime_ns, ttl=self.ctx.ttl)
@@ -70,6 +81,10 @@ class DataFile(Node):
         return self.cat.obj if resolver is None else await trio.to_thread.run_sync(resolver.resolve)
 
     async def getxattr(self, name: str) -> bytes:
+        if name == PREFETCH_XATTR:  # reading it starts the transfer too: any reader may, as a read would
+            obj = await self.object()
+            self.ctx.dm.prefetch(obj)
+            return (await self.ctx.dm.state(obj)).encode()
         if name == STATE_XATTR:
             return (await self.ctx.dm.state(await self.source())).encode()
         if name == OBJECT_XATTR:
@@ -83,19 +98,23 @@ class DataFile(Node):
         """``setfattr -n user.wtfs.prefetch``: start the transfer without opening the file."""
         if name != PREFETCH_XATTR:
             raise ReadOnly("data/ is read-only")
-        self.ctx.dm.prefetch(await self.source())
+        self.ctx.dm.prefetch(await self.object())
 
     async def open(self, flags: int) -> OpenFile:
         if wants_write(flags):
             raise ReadOnly("data/ is read-only")
-        lock = await self.ctx.dm.lock(await self.source(), self.ctx.owner)
+        obj = await self.object()
+        lock = await self.ctx.dm.lock(obj, self.ctx.owner)
         try:
             fd = await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.ctx.dm.unlock(lock)
             raise
-        return CachedCopy(fd, lock, self.ctx.dm, size_known=self.cat.size is not None)
+        changed = lock.obj != obj
+        if changed:  # a local file served in place changed since it was listed: show it as it is
+            self.cat.obj, self.cat.mtime_ns = lock.obj, os.fstat(fd).st_mtime_ns
+        return CachedCopy(fd, lock, self.ctx.dm, size_known=self.cat.size is not None and not changed)
 
 
 class DataLink(Node):
@@ -115,7 +134,8 @@ class DataLink(Node):
 
 
 class CachedCopy(FdFile):
-    """A locked, complete, immutable cached copy: pread on a held fd, page cache kept."""
+    """A locked, complete, immutable copy (cached, or a local source served in place): pread on
+    a held fd, page cache kept unless the size shown may be stale."""
 
     def __init__(self, fd: int, lock: Lock, dm: DataManager, size_known: bool) -> None:
         super().__init__(fd)

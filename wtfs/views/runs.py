@@ -3,7 +3,8 @@ where this host has them, a live .stdout and .stderr.
 
 Live files are opened with direct_io and shown with a zero attribute timeout: ``stat`` gives
 the current size and reads never see stale bytes, so ``tail -f`` follows a running run. The
-runs are kept by a ``RunRepo`` (this host's store, or a WholeTale server).
+runs are kept by a ``RunRepo`` (this host's store, or a WholeTale server). Where the spec has
+``[publish]``, a run marked for it also shows ``.publish``, its publish state, as live.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..errors import NotFound, ReadOnly
@@ -19,12 +21,16 @@ from .base import Attr, Caller, FdFile, Node, OpenFile, wants_write
 from .contents import ContentNodes
 from .paths import LIVE_TTL
 
+#: A run's publish state line (``"done\n"``…) by its id; None for a run not published.
+PublishState = Callable[[str], Awaitable[str | None]]
+
 
 class RunsDir(Node):
     key = "runs"
 
-    def __init__(self, repo: RunRepo) -> None:
+    def __init__(self, repo: RunRepo, publish_state: PublishState | None = None) -> None:
         self.repo = repo
+        self.publish_state = publish_state
         self.contents = ContentNodes("run")  # a run's workspace, opened once
         self.mtime_ns = time.time_ns()
 
@@ -32,7 +38,7 @@ class RunsDir(Node):
         return Attr.directory(self.mtime_ns, perm=0o755, ttl=LIVE_TTL)
 
     def _node(self, run: Entry) -> Node:
-        return RunDir(run, self.repo, self.contents)
+        return RunDir(run, self.repo, self.contents, self.publish_state)
 
     def _changed(self) -> None:
         self.mtime_ns = time.time_ns()
@@ -62,10 +68,13 @@ class RunsDir(Node):
 
 
 class RunDir(Node):
-    def __init__(self, run: Entry, repo: RunRepo, contents: ContentNodes) -> None:
+    def __init__(
+        self, run: Entry, repo: RunRepo, contents: ContentNodes, publish_state: PublishState | None = None
+    ) -> None:
         self.run = run
         self.repo = repo
         self.contents = contents
+        self.publish_state = publish_state
         self.key = ("run", run.id)
 
     async def attr(self) -> Attr:
@@ -81,14 +90,20 @@ class RunDir(Node):
             "workspace": self.contents.node(run.id, run.contents),
         }
 
+    async def _publish_node(self) -> dict[str, Node]:
+        """``.publish`` for a run the daemon publishes (or did)."""
+        if self.publish_state is None or await self.publish_state(self.run.id) is None:
+            return {}
+        return {".publish": PublishNode(self.run.id, self.publish_state)}
+
     async def lookup(self, name: str) -> Node:
-        node = self._children().get(name)
+        node = (await self._publish_node()).get(name) if name == ".publish" else self._children().get(name)
         if node is None:
             raise NotFound(name)
         return node
 
     async def listdir(self) -> list[tuple[str, Node]]:
-        return sorted(self._children().items())
+        return sorted({**self._children(), **await self._publish_node()}.items())
 
 
 class VersionLink(Node):
@@ -136,6 +151,41 @@ class StatusFile(OpenFile):
     async def read(self, offset: int, size: int) -> bytes:
         line = (await self.repo.status_line(self.run_id)).encode()
         return line[offset : offset + size]
+
+
+class PublishNode(Node):
+    """``.publish``: ``pending``, ``uploading N/M files``, ``done`` or ``failed: …``, as it is now."""
+
+    def __init__(self, run_id: str, state: PublishState) -> None:
+        self.run_id, self.state = run_id, state
+        self.key = ("run-publish", run_id)
+
+    async def line(self) -> bytes:
+        line = await self.state(self.run_id)
+        if line is None:
+            raise NotFound(".publish")
+        return line.encode()
+
+    async def attr(self) -> Attr:
+        return Attr.file(len(await self.line()), time.time_ns(), ttl=LIVE_TTL)
+
+    async def open(self, flags: int) -> OpenFile:
+        if wants_write(flags):
+            raise ReadOnly(".publish is written by the daemon only")
+        await self.line()
+        return PublishFile(self)
+
+
+class PublishFile(OpenFile):
+    """Each read asks anew, as for ``.status``."""
+
+    direct_io = True
+
+    def __init__(self, node: PublishNode) -> None:
+        self.node = node
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return (await self.node.line())[offset : offset + size]
 
 
 class OutputNode(Node):

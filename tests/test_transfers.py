@@ -1,0 +1,187 @@
+"""Transfers under faults, against the real loopback HTTP server: a partial kept across unmount
+and kill -9 and resumed by Range (guarded by If-Range), Retry-After honoured, Last-Modified as
+mtime; local sources served in place, as they are at each open."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DmFactory, Session
+from tests.httpserver import Server
+from tests.mounting import Mount, wait_for
+from wtfs.errors import TransferFailed
+from wtfs.objects import ObjectRef
+
+MIB = 1024 * 1024
+BODY = os.urandom(4 * MIB)
+HELD_AT = MIB
+MakeFile = Callable[[str, bytes], Path]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def kept(cache: Path) -> list[Path]:
+    """The partials kept for a later resume."""
+    directory = cache / "resume"
+    return sorted(directory.glob("*.part")) if directory.exists() else []
+
+
+def read_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):  # the mount goes away under it
+        path.read_bytes()
+
+
+@contextlib.contextmanager
+def held_transfer(session: Session, m: Mount, name: str) -> Iterator[None]:
+    """A read of ``name`` whose transfer has written HELD_AT bytes and waits for the server."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(read_quietly, m.data / name)
+        wait_for(
+            lambda: [p for p in kept(session.cache_dir) if p.stat().st_size == HELD_AT],
+            what="the first MiB in a kept partial",
+        )
+        yield
+
+
+@pytest.mark.fuse
+@pytest.mark.parametrize("stop", ["kill -9", "umount"])
+def test_transfer_cut_short_resumes_by_range_on_next_mount(session: Session, http: Server, stop: str) -> None:
+    hold = threading.Event()
+    url = http.add("/big", BODY, etag='"v1"', hold_at=HELD_AT, hold=hold)
+    spec = session.spec([{"mountPath": "/big", "url": url}])
+    m = session.mount(spec)
+    with held_transfer(session, m, "big"):
+        if stop == "kill -9":
+            m.kill()
+        else:
+            m.unmount()
+        hold.set()
+    again = session.mount(spec)
+    assert sha((again.data / "big").read_bytes()) == sha(BODY)
+    assert http.range_starts["/big"] == [HELD_AT]  # only the rest was asked for...
+    assert http.resources["/big"].served == len(BODY)  # ...and no byte was sent twice
+    assert kept(session.cache_dir) == []
+    assert not any((session.cache_dir / "tmp").iterdir())
+
+
+@pytest.mark.fuse
+def test_partial_of_a_changed_source_is_not_resumed(session: Session, http: Server) -> None:
+    hold = threading.Event()
+    url = http.add("/big", BODY, etag='"v1"', hold_at=HELD_AT, hold=hold)
+    spec = session.spec([{"mountPath": "/big", "url": url}])
+    m = session.mount(spec)
+    with held_transfer(session, m, "big"):
+        m.unmount()
+        hold.set()
+    changed = os.urandom(len(BODY))  # same size: only the ETag tells them apart
+    http.add("/big", changed, etag='"v2"')
+    again = session.mount(spec)
+    assert sha((again.data / "big").read_bytes()) == sha(changed)
+    assert http.range_starts["/big"] == []  # If-Range named v1: the server sent the whole of v2
+
+
+async def test_429_waits_as_long_as_retry_after_says(http: Server, dm_factory: DmFactory) -> None:
+    url = http.add("/busy", BODY, fault="429-then-ok", fail_times=1, retry_after="1")
+    dm = await dm_factory()  # its backoff between plain retries is 10 ms
+    lock = await dm.lock(ObjectRef.for_source(url, len(BODY), None), "me")
+    assert sha(Path(lock.path).read_bytes()) == sha(BODY)
+    first, second = http.arrivals["/busy"]
+    assert second - first >= 1.0
+
+
+async def test_retry_after_beyond_stall_timeout_fails_at_once(http: Server, dm_factory: DmFactory) -> None:
+    url = http.add("/busy", BODY, fault="503-then-ok", fail_times=1, retry_after="3600")
+    dm = await dm_factory(stall_timeout=2.0)
+    with pytest.raises(TransferFailed, match=r"HTTP 503; the server asks to retry in 3600s, beyond stall_timeout"):
+        await dm.lock(ObjectRef.for_source(url, len(BODY), None), "me")
+    assert http.requests["/busy"] == 1
+
+
+@pytest.mark.fuse
+def test_mtime_is_last_modified(session: Session, http: Server) -> None:
+    url = http.add("/f", b"dated", last_modified="Wed, 21 Oct 2015 07:28:00 GMT")
+    m = session.mount(session.spec([{"mountPath": "/f", "url": url}]))
+    assert (m.data / "f").stat().st_mtime == 1445412480
+    assert (m.data / "f").read_bytes() == b"dated"
+
+
+def locks_of(cache: Path) -> int:
+    with sqlite3.connect(cache / "cache.db") as db:
+        return len(list(db.execute("SELECT * FROM locks")))
+
+
+@pytest.mark.fuse
+def test_local_file_is_served_in_place_under_a_lock(session: Session, make_file: MakeFile) -> None:
+    source = make_file("local.bin", BODY)
+    m = session.mount(session.spec([{"mountPath": "/local.bin", "url": str(source)}]))
+    with open(m.data / "local.bin", "rb") as f:
+        assert locks_of(session.cache_dir) == 1
+        assert sha(f.read()) == sha(BODY)
+    wait_for(lambda: locks_of(session.cache_dir) == 0, what="the lock released (RELEASE is asynchronous)")
+    assert not [p for p in (session.cache_dir / "objects").rglob("*") if p.is_file()]  # no copy
+    assert not any((session.cache_dir / "tmp").iterdir())
+
+
+@pytest.mark.fuse
+def test_local_file_replaced_since_listing_is_served_as_it_is_now(session: Session, make_file: MakeFile) -> None:
+    source = make_file("local.bin", b"first version")
+    m = session.mount(session.spec([{"mountPath": "/d", "url": str(source.parent)}]))
+    assert (m.data / "d" / "local.bin").read_bytes() == b"first version"
+    st = source.stat()
+    replacement = make_file("new.bin", b"other version")  # same size and mtime: only the inode differs
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    replacement.rename(source)
+    assert (m.data / "d" / "local.bin").read_bytes() == b"other version"
+    source.write_bytes(b"third, longer version")
+    assert (m.data / "d" / "local.bin").read_bytes() == b"third, longer version"
+
+
+LARGE = os.urandom(32 * MIB)
+QUARTER = len(LARGE) // 4
+
+
+@pytest.mark.fuse
+def test_parallel_streams_give_the_origin_bytes_and_resume_a_dropped_range(session: Session, http: Server) -> None:
+    url = http.add("/large", LARGE, etag='"v1"', fault="drop", fail_times=1)  # the first request: half, then dropped
+    m = session.mount(session.spec([{"mountPath": "/large", "url": url, "sha256": sha(LARGE)}]), "streams=4")
+    assert sha((m.data / "large").read_bytes()) == sha(LARGE)
+    starts = sorted(http.range_starts["/large"])
+    assert [s for s in starts if s % QUARTER == 0] == [0, QUARTER, 2 * QUARTER, 3 * QUARTER]
+    assert len([s for s in starts if s % QUARTER]) == 1  # the dropped range went on from where it stopped
+    assert http.resources["/large"].served == len(LARGE)
+
+
+@pytest.mark.fuse
+def test_parallel_ranges_resume_after_kill(session: Session, http: Server) -> None:
+    hold = threading.Event()
+    url = http.add("/large", LARGE, etag='"v1"', hold_at=4 * MIB, hold=hold)  # each range: 4 MiB, then waits
+    spec = session.spec([{"mountPath": "/large", "url": url}])
+    m = session.mount(spec, "streams=4")
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(read_quietly, m.data / "large")
+        meta = session.cache_dir / "resume"
+
+        def remembered() -> list[list[int]]:
+            found = [json.loads(p.read_text()) for p in meta.glob("*.json")] if meta.exists() else []
+            return found[0]["parts"] if found and found[0]["parts"] else []
+
+        wait_for(lambda: [p[1] - p[0] for p in remembered()] == [4 * MIB] * 4, what="4 MiB of each range remembered")
+        m.kill()
+        hold.set()
+    again = session.mount(spec, "streams=4")
+    assert sha((again.data / "large").read_bytes()) == sha(LARGE)
+    resumed = http.range_starts["/large"][4:]  # after the first four, in the order they came
+    assert sorted(resumed) == [i * QUARTER + 4 * MIB for i in range(4)]
+    assert http.resources["/large"].served == len(LARGE)

@@ -1,0 +1,254 @@
+"""workspace/ in WholeTale mode: the tale's workspace folder on the real girder-wholetale server,
+read-write through the mount, written back on close; restart-safe; through an outage."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import girder_client
+import pytest
+
+from tests.conftest import Session
+from tests.girder.fixtures import KEY_ENV, DroppingProxy, Girder
+from tests.mounting import Mount, wait_for, wtfs
+from tests.test_wholetale import REMOTE, data_folder, lock_count, tale  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.fuse
+
+
+def spec(session: Session, url: str, tale_id: str, **extra: Any) -> Path:
+    return session.spec([], wholetale={"api_url": url, "api_key_env": KEY_ENV, "tale_id": tale_id}, **extra)
+
+
+def workspace_id(g: Girder, tale_id: str) -> str:
+    return str(g.alice.get(f"tale/{tale_id}")["workspaceId"])
+
+
+def on_server(g: Girder, folder_id: str) -> dict[str, Any]:
+    """Name -> sha256 of the downloaded bytes (files) or a dict (folders), through girder-client."""
+    listing = g.alice.get(f"dm/fs/{folder_id.replace('/', '%252F')}/listing")
+    found: dict[str, Any] = {f["name"]: on_server(g, f["_id"]) for f in listing["folders"]}
+    for item in listing["files"]:
+        data = io.BytesIO()
+        try:  # a workspace item's file has the item's id; a '/' in it must reach Girder as %2F
+            g.alice.downloadFile(item["_id"].replace("/", "%252F"), data)
+        except girder_client.IncompleteResponseError:
+            found[item["name"]] = "being written"  # an upload landing just now
+            continue
+        found[item["name"]] = hashlib.sha256(data.getvalue()).hexdigest()
+    return found
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pending(m: Mount) -> int:
+    return int(json.loads((m.path / ".wtfs" / "status.json").read_text())["workspace"]["pending_uploads"])
+
+
+@pytest.fixture
+def proxy(girder: Girder) -> Iterator[DroppingProxy]:
+    """Girder behind a proxy that can refuse every connection, as a server that went away."""
+    p = DroppingProxy(girder.port)
+    yield p
+    p.close()
+
+
+def test_write_rename_delete_reach_the_server(session: Session, girder: Girder, tale: str) -> None:  # noqa: F811
+    ws = workspace_id(girder, tale)
+    girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"theirs\n"), "existing.txt", 7)
+    m = session.mount(spec(session, girder.url, tale))
+    work = m.path / "workspace"
+    assert os.listdir(work) == ["existing.txt"]
+    assert (work / "existing.txt").read_bytes() == b"theirs\n"
+    big = os.urandom(3_000_000)
+    (work / "big.bin").write_bytes(big)
+    os.mkdir(work / "sub")
+    (work / "sub" / "øre 日本.txt").write_bytes(b"unicode\n")
+    for name in ("x?", "xx?", "xxx?"):  # one of them has a '/' in its server id (base64)
+        (work / "sub" / name).write_bytes(name.encode())
+    with open(work / "existing.txt", "ab") as appended:
+        appended.write(b"and mine\n")
+    (work / "gone.txt").write_bytes(b"to delete")
+    wait_for(lambda: pending(m) == 0, what="uploads")
+    os.rename(work / "big.bin", work / "sub" / "moved.bin")
+    os.unlink(work / "gone.txt")
+    os.mkdir(work / "empty")
+    os.rmdir(work / "empty")
+    with pytest.raises(OSError) as full:
+        os.rmdir(work / "sub")
+    assert full.value.errno == errno.ENOTEMPTY
+    with pytest.raises(OSError) as taken:
+        os.mkdir(work / "sub")
+    assert taken.value.errno == errno.EEXIST
+    assert on_server(girder, ws) == {
+        "existing.txt": sha(b"theirs\nand mine\n"),
+        "sub": {"moved.bin": sha(big), "øre 日本.txt": sha(b"unicode\n")}
+        | {name: sha(name.encode()) for name in ("x?", "xx?", "xxx?")},
+    }
+    assert sorted(os.listdir(work)) == ["existing.txt", "sub"]
+    assert (work / "sub" / "øre 日本.txt").read_bytes() == b"unicode\n"
+    os.rename(work / "sub" / "xx?", work / "sub" / "yy?")
+    os.unlink(work / "sub" / "xxx?")
+    assert sorted(os.listdir(work / "sub")) == ["moved.bin", "x?", "yy?", "øre 日本.txt"]
+    assert (work / "sub" / "yy?").read_bytes() == b"xx?"
+    (work / "late.txt").write_bytes(b"written just before a version\n")
+    os.mkdir(m.path / "versions" / "v1")  # waits for the pending upload
+    assert (m.path / "versions" / "v1" / "workspace" / "late.txt").read_bytes() == b"written just before a version\n"
+    m.unmount()
+    again = session.mount(spec(session, girder.url, tale), where="again")
+    assert (again.path / "workspace" / "sub" / "moved.bin").read_bytes() == big
+
+
+def test_changed_on_the_server_is_not_overwritten(session: Session, girder: Girder, tale: str) -> None:  # noqa: F811
+    ws = workspace_id(girder, tale)
+    girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"v1\n"), "notes.txt", 3)
+    m = session.mount(spec(session, girder.url, tale))
+    notes = m.path / "workspace" / "notes.txt"
+    with open(notes, "r+b") as handle:
+        assert handle.read() == b"v1\n"
+        (item,) = girder.alice.get(f"dm/fs/{ws}/listing")["files"]
+        girder.alice.delete(f"item/{item['_id']}")
+        girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"theirs\n"), "notes.txt", 7)
+        handle.write(b"mine\n")
+    conflict = f"notes.txt (conflict from {os.uname().nodename})"
+    expected = {"notes.txt": sha(b"theirs\n"), conflict: sha(b"v1\nmine\n")}
+    wait_for(lambda: on_server(girder, ws) == expected, what="the conflict copy beside theirs")
+    assert "changed on the server since it was read" in m.log.read_text()
+
+
+def test_kill_after_close_then_remount_uploads(
+    session: Session,
+    girder: Girder,
+    tale: str,  # noqa: F811
+    proxy: DroppingProxy,
+) -> None:
+    ws = workspace_id(girder, tale)
+    url = f"http://127.0.0.1:{proxy.port}/api/v1"
+    m = session.mount(spec(session, url, tale))
+    assert os.listdir(m.path / "workspace") == []
+    proxy.set_online(False)  # the upload cannot finish before the kill
+    data = os.urandom(200_000)
+    (m.path / "workspace" / "saved.bin").write_bytes(data)
+    m.kill()
+    assert on_server(girder, ws) == {}
+    proxy.set_online(True)
+    session.mount(spec(session, url, tale), where="again")
+    wait_for(lambda: on_server(girder, ws) == {"saved.bin": sha(data)}, what="the upload a crash left")
+
+
+def test_server_outage_mid_mount(session: Session, girder: Girder, tale: str, proxy: DroppingProxy) -> None:  # noqa: F811
+    ws = workspace_id(girder, tale)
+    girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"cached\n"), "cached.txt", 7)
+    girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"never read\n"), "uncached.txt", 11)
+    m = session.mount(spec(session, f"http://127.0.0.1:{proxy.port}/api/v1", tale, metadata_ttl=0))
+    work = m.path / "workspace"
+    assert (work / "cached.txt").read_bytes() == b"cached\n"
+    proxy.set_online(False)
+    assert sorted(os.listdir(work)) == ["cached.txt", "uncached.txt"]  # the last known listing
+    assert (work / "cached.txt").read_bytes() == b"cached\n"  # from the host cache
+    with pytest.raises(OSError) as failed:
+        (work / "uncached.txt").read_bytes()
+    assert failed.value.errno == errno.EIO
+    (work / "queued.txt").write_bytes(b"written offline\n")
+    status = wtfs("status", str(m.path))
+    assert "server unreachable since" in status.stdout
+    assert m.log.read_text().count("server unreachable") == 1
+    proxy.set_online(True)
+    wait_for(lambda: on_server(girder, ws).get("queued.txt") == sha(b"written offline\n"), what="the queued upload")
+    assert (work / "uncached.txt").read_bytes() == b"never read\n"
+
+
+def test_data_through_an_outage(
+    session: Session,
+    girder: Girder,
+    data_folder: dict[str, Any],  # noqa: F811
+    proxy: DroppingProxy,
+) -> None:
+    """data/: a copy already on this host opens while the server is away; what is not fails with
+    EIO at once; once the server is back, the file held open gets its server lock again."""
+    url = f"http://127.0.0.1:{proxy.port}/api/v1"
+    dataset = [{"mountPath": "/data", "itemId": data_folder["folder"]}]
+    m = session.mount(
+        session.spec(
+            dataset,
+            metadata_ttl=0,
+            wholetale={"api_url": url, "api_key_env": KEY_ENV, "private_storage": False},
+        )
+    )
+    plain = m.data / "data" / "plain.txt"
+    assert plain.read_bytes() == b"uploaded bytes\n"
+    wait_for(lambda: lock_count(girder, data_folder["plain"]) == 0, what="the first lock released")
+    proxy.set_online(False)
+    assert sorted(os.listdir(m.data / "data")) == ["missing.bin", "plain.txt", "remote.bin", "sub"]
+    held = open(plain, "rb")  # noqa: SIM115 - held across the outage
+    assert held.read() == b"uploaded bytes\n"
+    with pytest.raises(OSError) as failed:
+        (m.data / "data" / "remote.bin").read_bytes()
+    assert failed.value.errno == errno.EIO
+    assert lock_count(girder, data_folder["plain"]) == 0
+    proxy.set_online(True)
+    wait_for(lambda: lock_count(girder, data_folder["plain"]) == 1, what="the lock taken again")
+    held.close()
+    wait_for(lambda: lock_count(girder, data_folder["plain"]) == 0, what="the lock released")
+    assert (m.data / "data" / "remote.bin").read_bytes() == REMOTE
+
+
+def test_names_girder_cannot_download_by_item(session: Session, girder: Girder) -> None:
+    """Girder 5.0.21 answers HTTP 500 to item and file downloads of a name like "ø" (its
+    Content-Disposition header); data/ downloads through the lock, which sends none."""
+    collection = girder.admin.createCollection(f"wt-{os.urandom(4).hex()}", public=True)
+    folder = girder.admin.createFolder(collection["_id"], "data", parentType="collection", public=True)
+    item = girder.admin.createItem(folder["_id"], "ø.txt")
+    girder.admin.uploadFile(item["_id"], io.BytesIO(b"latin-1 name\n"), "ø.txt", 13)
+    with pytest.raises(girder_client.HttpError) as refused:
+        girder.alice.downloadItem(item["_id"], str(session.root))
+    assert refused.value.status == 500  # the server's bug this works around
+    entries = [{"mountPath": "/data", "itemId": folder["_id"]}]
+    settings = {"api_url": girder.url, "api_key_env": KEY_ENV, "private_storage": False}  # downloaded
+    m = session.mount(session.spec(entries, wholetale=settings))
+    assert os.listdir(m.data / "data") == ["ø.txt"]
+    assert (m.data / "data" / "ø.txt").read_bytes() == b"latin-1 name\n"
+
+
+def test_a_local_workspace_key_is_refused(session: Session, girder: Girder, tale: str) -> None:  # noqa: F811
+    path = spec(session, girder.url, tale, workspace=str(session.root / "ws"))
+    (session.root / "mnt").mkdir()
+    result = wtfs("mount", str(path), str(session.root / "mnt"))
+    if result.returncode == 0:
+        wtfs("umount", str(session.root / "mnt"))
+    assert result.returncode != 0
+    assert "workspace: in WholeTale mode workspace/ is the tale's folder on the server" in result.stderr
+
+
+def test_a_read_only_share(session: Session, girder: Girder) -> None:
+    """A tale another user shares read-only: its workspace lists and reads, and refuses changes."""
+    config = {"buildpack": "PythonBuildPack", "targetMount": "/work", "user": "jovyan", "port": 8888}
+    image = girder.bob.post("image", parameters={"name": f"i-{os.urandom(3).hex()}", "config": json.dumps(config)})
+    theirs = girder.bob.post("tale", json={"imageId": image["_id"], "dataSet": [], "title": "bob's"})
+    girder.bob.uploadStreamToFolder(theirs["workspaceId"], io.BytesIO(b"bob's\n"), "notes.txt", 6)
+    access = girder.bob.get(f"tale/{theirs['_id']}/access")
+    access["users"].append({"id": girder.alice.get("user/me")["_id"], "level": 0})  # READ
+    girder.bob.put(f"tale/{theirs['_id']}/access", parameters={"access": json.dumps(access)})
+    m = session.mount(spec(session, girder.url, theirs["_id"]))
+    work = m.path / "workspace"
+    assert (work / "notes.txt").read_bytes() == b"bob's\n"
+    for change in (
+        lambda: (work / "new.txt").write_bytes(b"x"),
+        lambda: open(work / "notes.txt", "ab"),  # noqa: SIM115 - it must not open
+        lambda: os.mkdir(work / "dir"),
+        lambda: os.unlink(work / "notes.txt"),
+        lambda: os.rename(work / "notes.txt", work / "moved.txt"),
+    ):
+        with pytest.raises(OSError) as refused:
+            change()
+        assert refused.value.errno == errno.EACCES
+    assert sorted(os.listdir(work)) == ["notes.txt"]

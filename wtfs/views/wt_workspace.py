@@ -1,0 +1,257 @@
+"""workspace/ in WholeTale mode: the tale's workspace folder on the server, read-write.
+
+Listings are the server's (cached for ``metadata_ttl``) with the files written here and not yet
+uploaded laid over them. A file is read from its local write-back copy if it has one, else
+from the host cache (landed like any other object, keyed by the item and its ``updated``).
+Writes go to the local copy and are uploaded when the file is closed or fsynced
+(``store.wt_workspace.WorkspaceSync``). The server's ids change with every rename, so nodes
+are keyed by a number of their own and follow their path when renamed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import trio
+
+from ..dm.base import DataManager
+from ..errors import AccessDenied, Exists, IsADirectory, NotEmpty, NotFound
+from ..store.wt_workspace import WorkspaceServer, WorkspaceSync, WsEntry
+from .base import Attr, Caller, FdFile, Node, OpenFile, SetAttr, wants_write
+
+#: Attributes change through other clients and through uploads: the kernel asks again soon.
+ATTR_TTL = 1.0
+
+
+class WsTree:
+    """The nodes of one workspace, by path; ``owner`` is the lock owner in the host cache."""
+
+    def __init__(self, sync: WorkspaceSync, dm: DataManager, owner: str) -> None:
+        self.sync = sync
+        self.server: WorkspaceServer = sync.server
+        self.dm = dm
+        self.owner = owner
+        self.nodes: dict[str, WsNode] = {}
+        self._serial = itertools.count(1)
+        self.root = WsDir(self, "", next(self._serial))
+        self.started_ns = time.time_ns()
+
+    def node(self, rel: str, is_dir: bool) -> WsNode:
+        found = self.nodes.get(rel)
+        if found is None or isinstance(found, WsDir) != is_dir:
+            found = (WsDir if is_dir else WsFile)(self, rel, next(self._serial))
+            self.nodes[rel] = found
+        return found
+
+    def moved(self, old: str, new: str) -> None:
+        """Nodes follow a rename (and those below a renamed directory)."""
+        for rel in [r for r in self.nodes if r == old or r.startswith(old + "/")]:
+            node = self.nodes.pop(rel)
+            node.rel = new + rel[len(old) :]
+            self.nodes[node.rel] = node
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def _writable(tree: WsTree, rel: str) -> None:
+    if not tree.server.writable:
+        raise AccessDenied(f"workspace/{rel}: the tale's workspace is shared read-only")
+
+
+class WsNode(Node):
+    def __init__(self, tree: WsTree, rel: str, serial: int) -> None:
+        self.tree = tree
+        self.rel = rel
+        self.key = ("wt-workspace", serial)
+
+
+class WsDir(WsNode):
+    async def attr(self) -> Attr:
+        entry = await self.tree.server.entry(self.rel) if self.rel else None
+        perm = 0o755 if self.tree.server.writable else 0o555
+        return Attr.directory(entry.mtime_ns if entry else self.tree.started_ns, perm=perm, ttl=ATTR_TTL)
+
+    async def _children(self) -> dict[str, bool]:
+        """Name -> is a directory: the server's listing and this mount's files not yet sent."""
+        found = {name: e.is_dir for name, e in (await self.tree.server.children(self.rel)).items()}
+        prefix = _join(self.rel, "")
+        for rel in self.tree.sync.rows:
+            if rel.startswith(prefix) and "/" not in rel[len(prefix) :]:
+                found.setdefault(rel[len(prefix) :], False)
+        return found
+
+    async def lookup(self, name: str) -> Node:
+        is_dir = (await self._children()).get(name)
+        if is_dir is None:
+            raise NotFound(name)
+        return self.tree.node(_join(self.rel, name), is_dir)
+
+    async def listdir(self) -> list[tuple[str, Node]]:
+        children = await self._children()
+        return [(name, self.tree.node(_join(self.rel, name), children[name])) for name in sorted(children)]
+
+    async def create(self, name: str, mode: int, flags: int, caller: Caller) -> tuple[Node, OpenFile]:
+        rel = _join(self.rel, name)
+        _writable(self.tree, rel)
+        children = await self._children()
+        if name in children and (flags & os.O_EXCL or children[name]):
+            raise (IsADirectory if children[name] else Exists)(f"workspace/{rel}")
+        node = self.tree.node(rel, False)
+        assert isinstance(node, WsFile)
+        return node, await node.open(flags | os.O_TRUNC if name not in children else flags)
+
+    async def mkdir(self, name: str, mode: int, caller: Caller) -> Node:
+        rel = _join(self.rel, name)
+        _writable(self.tree, rel)
+        if name in await self._children():
+            raise Exists(f"workspace/{rel}")
+        await self.tree.server.mkdir(rel)
+        return self.tree.node(rel, True)
+
+    async def rmdir(self, name: str) -> None:
+        rel = _join(self.rel, name)
+        _writable(self.tree, rel)
+        if self.tree.sync.pending_below(rel):
+            raise NotEmpty(f"workspace/{rel}")
+        await self.tree.server.rmdir(rel)
+        self.tree.nodes.pop(rel, None)
+
+    async def unlink(self, name: str) -> None:
+        rel = _join(self.rel, name)
+        _writable(self.tree, rel)
+        async with self.tree.sync.lock_for(rel):
+            local = rel in self.tree.sync.rows
+            await self.tree.sync.dropped(rel)
+            entry = await self.tree.server.entry(rel, fresh=True)
+            if entry is not None and entry.is_dir:
+                raise IsADirectory(f"workspace/{rel}")
+            if entry is not None:
+                await self.tree.server.unlink(rel)
+            elif not local:
+                raise NotFound(f"workspace/{rel}")
+        self.tree.nodes.pop(rel, None)
+
+    async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
+        if not isinstance(new_parent, WsDir) or new_parent.tree is not self.tree:
+            raise OSError(18, "rename across trees")  # EXDEV
+        if flags:
+            raise OSError(22, "rename flags are not supported in a WholeTale workspace")
+        old, new = _join(self.rel, name), _join(new_parent.rel, new_name)
+        _writable(self.tree, old)
+        sync, server = self.tree.sync, self.tree.server
+        async with sync.lock_for(old), sync.lock_for(new):
+            on_server = await server.entry(old, fresh=True)
+            if on_server is None and old not in sync.rows:
+                raise NotFound(f"workspace/{old}")
+            if on_server is not None:
+                await server.rename(old, new)
+            elif (target := await server.entry(new, fresh=True)) is not None:
+                if target.is_dir:
+                    raise IsADirectory(f"workspace/{new}")
+                await server.unlink(new)  # a file not yet uploaded replaces the server's
+            await sync.renamed(old, new)
+        self.tree.nodes.pop(new, None)
+        self.tree.moved(old, new)
+
+
+class WsFile(WsNode):
+    async def attr(self) -> Attr:
+        copy = self.tree.sync.copy_path(self.rel)
+        if copy is not None:
+            try:
+                st = await trio.to_thread.run_sync(os.stat, copy)
+                return Attr.file(st.st_size, st.st_mtime_ns, perm=0o644, ttl=ATTR_TTL)
+            except FileNotFoundError:
+                pass  # uploaded meanwhile: the server's entry
+        entry = await self.tree.server.entry(self.rel)
+        if entry is None:
+            raise NotFound(f"workspace/{self.rel}")
+        return Attr.file(entry.size, entry.mtime_ns, perm=0o644 if self.tree.server.writable else 0o444, ttl=ATTR_TTL)
+
+    async def setattr(self, changes: SetAttr) -> Attr:
+        """Only a size change (truncate) means something to the server; times and modes are
+        the server's own."""
+        if changes.size is not None:
+            handle = await self.open(os.O_WRONLY)
+            try:
+                await trio.to_thread.run_sync(os.ftruncate, handle.fd, changes.size)
+            finally:
+                await handle.release()
+        return await self.attr()
+
+    async def _entry(self) -> WsEntry | None:
+        entry = await self.tree.server.entry(self.rel)
+        if entry is not None and entry.is_dir:
+            raise IsADirectory(f"workspace/{self.rel}")
+        return entry
+
+    async def open(self, flags: int) -> WsHandle:
+        sync = self.tree.sync
+        if not wants_write(flags):
+            copy = sync.copy_path(self.rel)
+            if copy is not None:
+                try:
+                    return WsHandle(await trio.to_thread.run_sync(os.open, copy, os.O_RDONLY | os.O_CLOEXEC))
+                except FileNotFoundError:
+                    pass  # uploaded and removed meanwhile: read the server's
+            return await self._read_server()
+        _writable(self.tree, self.rel)
+        async with sync.lock_for(self.rel):
+            entry = None if self.rel in sync.rows else await self._entry()
+            fill = None
+            if entry is not None and not flags & os.O_TRUNC:
+                fill = await self._read_server(entry)
+            try:
+                copy = await sync.open_for_writing(self.rel, entry, fill.fd if fill else None)
+            finally:
+                if fill is not None:
+                    await fill.release()
+        mode = os.O_RDWR | os.O_CLOEXEC | (flags & (os.O_APPEND | os.O_TRUNC))
+        try:
+            fd = await trio.to_thread.run_sync(os.open, copy, mode)
+        except BaseException:
+            await sync.closed(self.rel)
+            raise
+        return WsWriter(fd, self.rel, sync)
+
+    async def _read_server(self, entry: WsEntry | None = None) -> WsHandle:
+        """The server's bytes, landed in the host cache (or already there)."""
+        entry = entry or await self._entry()
+        if entry is None:
+            raise NotFound(f"workspace/{self.rel}")
+        lock = await self.tree.dm.lock(entry.object(), self.tree.owner)
+        try:
+            fd = await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            await self.tree.dm.unlock(lock)  # the open descriptor keeps the bytes
+        return WsHandle(fd)
+
+
+class WsHandle(FdFile):
+    """A read-only descriptor on a local copy or a landed copy."""
+
+    # neither keep_cache nor direct_io: the kernel drops its pages of the file at each open
+
+
+class WsWriter(WsHandle):
+    """A descriptor on the local write-back copy; closing it hands the copy to the uploader."""
+
+    def __init__(self, fd: int, rel: str, sync: WorkspaceSync) -> None:
+        super().__init__(fd)
+        self.rel = rel
+        self.sync = sync
+
+    async def write(self, offset: int, data: bytes) -> int:
+        return os.pwrite(self.fd, data, offset)
+
+    async def fsync(self, datasync: bool) -> None:
+        await trio.to_thread.run_sync(os.fsync, self.fd)
+        await self.sync.flush(self.rel)
+
+    async def release(self) -> None:
+        os.close(self.fd)
+        await self.sync.closed(self.rel)
