@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def mount_source(path: Path) -> str:
 
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
-    """A directory another user can traverse (pytest's tmp dirs are 0700)."""
+    """A directory another user can traverse (pytest's tmp dirs are 0700). Ask for it before
+    ``session``, so that the mounts in it are gone before it is removed."""
     path = Path(tempfile.mkdtemp(prefix="wtfs-cli-", dir="/tmp"))
     path.chmod(0o755)
     yield path
@@ -71,7 +73,7 @@ def test_bad_mount_option_is_one_line_exit_2(tmp_path: Path, option: str, said: 
 
 
 @pytest.mark.fuse
-def test_fuse_options_users_type(session: Session, http: Server, public_dir: Path) -> None:
+def test_fuse_options_users_type(public_dir: Path, session: Session, http: Server) -> None:
     """allow_root, debug, fsname= and uid=/gid= by name, as sshfs users write them."""
     spec = session.spec([{"mountPath": "/f", "url": http.add("/f", b"x")}])
     m = session.mount(spec, "allow_root,debug,fsname=my-data,uid=nobody,gid=nogroup", where=str(public_dir / "m"))
@@ -87,6 +89,14 @@ def test_fuse_options_users_type(session: Session, http: Server, public_dir: Pat
     assert "opcode: LOOKUP" in log  # ...and libfuse's trace of each request
 
 
+def test_suid_and_dev_reach_the_kernel_only_when_asked(session: Session, http: Server) -> None:
+    spec = session.spec([{"mountPath": "/f", "url": http.add("/f", b"x")}])
+    for where, options, expected in (("safe", (), {"nosuid", "nodev"}), ("open", ("suid,dev",), set())):
+        m = session.mount(spec, *options, where=where)
+        found = subprocess.run(["findmnt", "-n", "-o", "OPTIONS", str(m.path)], capture_output=True, text=True)
+        assert set(found.stdout.strip().split(",")) & {"nosuid", "nodev"} == expected, found.stdout
+
+
 # -- mount(8) -------------------------------------------------------------------------------
 
 FSTAB_SCRIPT = """
@@ -97,6 +107,7 @@ trap '"$BIN/wtfs" umount "$MNT" >/dev/null 2>&1 || true' EXIT
 for pass in 1 2; do
   mount -a -T "$FSTAB"
   echo "pass $pass: $(findmnt -n -o SOURCE,FSTYPE "$MNT")"
+  findmnt -n -o OPTIONS "$MNT" | tr , '\n' | grep -E '^no(suid|dev)$'  # mount.fuse3's implied suid,dev dropped
 done
 cat "$MNT/data/f"; echo
 "$BIN/wtfs" umount "$MNT"
@@ -111,7 +122,7 @@ def test_mount_a_twice_sees_the_mount_as_done(session: Session, http: Server, tm
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"{spec} {mnt} fuse.wtfs nosuid,nodev,_netdev,nofail 0 0\n")
+    fstab.write_text(f"{spec} {mnt} fuse.wtfs _netdev,nofail 0 0\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "wtfs").write_text(f'#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m wtfs "$@"\n')
@@ -119,7 +130,8 @@ def test_mount_a_twice_sees_the_mount_as_done(session: Session, http: Server, tm
     env = {**os.environ, "BIN": str(bin_dir), "MNT": str(mnt), "FSTAB": str(fstab)}
     result = subprocess.run(["unshare", "-m", "sh", "-c", FSTAB_SCRIPT], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"pass 1: {spec} fuse.wtfs\npass 2: {spec} fuse.wtfs\nfstab\n"
+    safe = "nosuid\nnodev\n"
+    assert result.stdout == f"pass 1: {spec} fuse.wtfs\n{safe}pass 2: {spec} fuse.wtfs\n{safe}fstab\n"
     assert result.stderr == ""
 
 
@@ -225,12 +237,17 @@ def test_cache_commands_use_the_mounts_cache(session: Session, http: Server, tmp
         assert line.split()[1:] == ["ACTIVE", "1000", "B", "locks", "0", f"{http.base}/f"]
     dry = wtfs("cache", "gc", str(m.path), "--dry-run")
     assert dry.returncode == 0 and dry.stdout.startswith("would evict ")
+    on_a_terminal = shlex.join([*WTFS, "prefetch", str(m.data), "--wait"])  # script(1) gives it a tty
+    shown = subprocess.run(["script", "-qec", on_a_terminal, "/dev/null"], capture_output=True, text=True, cwd=ROOT)
+    assert shown.returncode == 0
+    assert "landing" in shown.stdout and "━" in shown.stdout  # rich's bar, then gone
+    assert shown.stdout.replace("\r", "").splitlines()[-1].endswith("1/1 landed")
     other = wtfs("cache", "ls", str(tmp_path))
     assert (other.returncode, other.stderr) == (1, f"wtfs: {tmp_path}: not a wtfs mount\n")
 
 
 @pytest.mark.fuse
-def test_check_status_prefetch_for_another_user(session: Session, http: Server, public_dir: Path) -> None:
+def test_check_status_prefetch_for_another_user(public_dir: Path, session: Session, http: Server) -> None:
     """A user who may read the mount (allow_other) but has none of its owner's records."""
     entries = [
         {"mountPath": "/d/f", "url": http.add("/f", b"y" * 3000)},
@@ -257,7 +274,7 @@ def test_check_status_prefetch_for_another_user(session: Session, http: Server, 
 
 
 @pytest.mark.fuse
-def test_another_user_without_access_is_told_in_one_line(session: Session, http: Server, public_dir: Path) -> None:
+def test_another_user_without_access_is_told_in_one_line(public_dir: Path, session: Session, http: Server) -> None:
     m = session.mount(session.spec([{"mountPath": "/f", "url": http.add("/f", b"z")}]), where=str(public_dir / "m"))
     denied = "permission denied: only its owner (uid 0) may enter this mount; ask them to mount it with -o allow_other"
     checked = wtfs_as(USER, "check", str(m.path), home=public_dir)

@@ -24,7 +24,8 @@ from .log import setup_logging
 from .procfs import pid_alive
 from .publish import command as publish_command
 from .store import RunStore, session_stores
-from .store.executor import cancel, command_for, execute
+from .store.executor import cancel, command_for
+from .store.foreground import exit_status, run_in_foreground
 from .store.runs import Run, RunStatus, create_run
 from .store.versions import Unchanged, check_name, default_name, version_store
 
@@ -136,7 +137,7 @@ def _mount_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if len(args_list) >= 2 and args_list[0] not in {*COMMANDS, "-h", "--help"} and not args_list[0].startswith("-"):
-        args_list = ["mount", *args_list]  # mount.fuse3 calls "wtfs SPEC MOUNTPOINT -o OPTS"
+        args_list = ["mount", *_without_implied_suid(args_list)]  # mount.fuse3: "wtfs SPEC MOUNTPOINT -o OPTS"
     args = build_parser().parse_args(args_list)
     try:
         if args.command == "mount":
@@ -149,9 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cache_commands.show_status(args.mountpoint, args.cache_dir, args.json, args.watch, args.interval)
         if args.command == "cache":
             if args.action == "ls":
-                return cache_commands.cache_ls(args.mountpoint, args.cache_dir, args.json)
+                return cache_commands.cache_ls(args.cache_dir, args.json, args.mountpoint)
             if args.action == "gc":
-                return cache_commands.cache_gc(args.mountpoint, args.cache_dir, args.dry_run)
+                return cache_commands.cache_gc(args.cache_dir, args.dry_run, args.mountpoint)
             return cache_commands.cache_evict(args.paths)
         if args.command == "prefetch":
             return cache_commands.prefetch(args.paths, args.wait)
@@ -170,6 +171,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+
+
+def _without_implied_suid(args: list[str]) -> list[str]:
+    """mount.fuse3 run by root appends ``dev,suid`` to every mount not saying ``nodev,nosuid``, so
+    on this path they are not the user's choice: drop them (``-o suid``/``dev`` work with type ``wtfs``)."""
+    kept = []
+    for arg in args:
+        if kept and kept[-1] == "-o":
+            arg = ",".join(o for o in arg.split(",") if o not in {"dev", "suid"})
+            if not arg:
+                kept.pop()
+                continue
+        kept.append(arg)
+    return kept
 
 
 def mount_helper(argv: Sequence[str] | None = None) -> int:
@@ -364,9 +379,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     command_for(workdir, args.entrypoint)  # refuse a missing entrypoint before starting anything
     if args.detach:
         return _detach_run(runs, run, workdir, args.entrypoint)
-    finished = execute(runs, run.id, workdir, args.entrypoint)
+    finished = run_in_foreground(runs, run.id, workdir, args.entrypoint)  # Ctrl-C cancels the run
     print(finished.status_line, end="", file=sys.stderr)
-    return 0 if finished.status == RunStatus.COMPLETED else EXIT_FAILED
+    return exit_status(finished)  # the entrypoint's, as a shell reports it (130 after Ctrl-C)
 
 
 def _detach_run(runs: RunStore, run: Run, workdir: Path, entrypoint: str) -> int:

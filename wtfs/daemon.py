@@ -132,10 +132,8 @@ def fuse_options(spec: Spec) -> set[str]:
     The fsname is the spec's path, as fstab names it, so ``mount -a`` sees the mount as done."""
     fsname = fuse_escape(mount_source(spec))
     options = set(pyfuse3.default_options) | {f"fsname={fsname}", "subtype=wtfs", "default_permissions"}
-    if not spec.mount.suid:
-        options.add("nosuid")
-    if not spec.mount.dev:
-        options.add("nodev")
+    options.add("suid" if spec.mount.suid else "nosuid")  # libfuse's default is nosuid,nodev
+    options.add("dev" if spec.mount.dev else "nodev")
     for flag in ("allow_other", "allow_root", "debug"):
         if getattr(spec.mount, flag):
             options.add(flag)
