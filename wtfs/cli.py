@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _without_implied_suid(args: list[str]) -> list[str]:
     """mount.fuse3 run by root appends ``dev,suid`` to every mount not saying ``nodev,nosuid``, so
     on this path they are not the user's choice: drop them (``-o suid``/``dev`` work with type ``wtfs``)."""
-    kept = []
+    kept: list[str] = []
     for arg in args:
         if kept and kept[-1] == "-o":
             arg = ",".join(o for o in arg.split(",") if o not in {"dev", "suid"})

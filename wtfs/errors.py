@@ -77,6 +77,13 @@ class Interrupted(WtfsError):
     errno = errno.EIO
 
 
+class CallerInterrupted(WtfsError):
+    """The process waiting in open() got a signal that ends it or that it catches: EINTR at once
+    (the kernel would keep even a killed process waiting); the transfer goes on for others."""
+
+    errno = errno.EINTR
+
+
 class InvalidName(WtfsError):
     errno = errno.EINVAL
 

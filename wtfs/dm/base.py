@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from typing import Any, Protocol
 
 import trio
 
-from ..errors import WtfsError
 from ..objects import ObjectRef
 
 #: The process (thread id, as FUSE gives it) whose open is being served, set by the FUSE layer: a
@@ -27,13 +25,6 @@ def requested_by(pid: int) -> Iterator[None]:
         yield
     finally:
         REQUESTER.reset(token)
-
-
-class CallerInterrupted(WtfsError):
-    """The process waiting in open() got a signal that ends it or that it catches: EINTR at once
-    (the kernel would keep even a killed process waiting); the transfer goes on for others."""
-
-    errno = errno.EINTR
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,14 @@ import trio
 
 from .. import procfs
 from ..config import CacheSettings
-from ..errors import DiskFull, Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
+from ..errors import CallerInterrupted, DiskFull, Interrupted, NoSpace, Stalled, TransferFailed, WtfsError, from_errno
 from ..log import mask_credentials
 from ..objects import ObjectRef
 from ..providers import LocalProvider, Provider, Providers, Sink
 from ..providers.base import Part
 from ..retry import Backoff
 from . import gc
-from .base import REQUESTER, CallerInterrupted, Lock
+from .base import REQUESTER, Lock
 from .cache import HostCache, group_id
 from .gc import GcReport
 from .partials import Partial, open_partial
@@ -291,7 +291,7 @@ class EmbeddedDataManager:
                     with trio.move_on_after(REQUESTER_POLL if requester else math.inf):
                         await landing.done.wait()
                     if not landing.done.is_set() and procfs.interrupted(requester):
-                        raise CallerInterrupted(f"{obj.source}: the waiting process was interrupted")
+                        raise CallerInterrupted(f"{mask_credentials(obj.source)}: the waiting process was interrupted")
             finally:
                 self._waiters.discard(scope)
         if scope.cancelled_caught:
@@ -313,7 +313,7 @@ class EmbeddedDataManager:
             landing.done.set()
 
     async def _land_once(self, obj: ObjectRef) -> str:
-        gc_tried = False
+        gc_tried = restarted = False
         while True:
             started = trio.current_time()
             claim: Claim = await self._db(self.records.claim, obj, self.daemon_id, self.session, self.cache.is_cached)
@@ -334,9 +334,10 @@ class EmbeddedDataManager:
                 gc_tried = True  # unlocked copies made room: one more try
                 continue
             except Stalled:
-                if not self._paused_since(started):
+                if restarted or not self._paused_since(started):
                     raise
-                log.info("%s: restarting the transfer after the daemon was paused", obj.source)
+                restarted = True  # once: a daemon starved again and again still answers
+                log.info("%s: restarting the transfer after the daemon was paused", mask_credentials(obj.source))
                 continue
             if path is not None:
                 return path
