@@ -102,7 +102,7 @@ def test_bad_key_or_id_at_mount_is_one_clear_line(session: Session, girder: Gird
     assert "not-a-key" not in refused.stderr
     missing = girder_spec(session, girder.url, [{"mountPath": "/t", "itemId": "0" * 24}])
     result = wtfs("mount", str(missing), str(mountpoint))
-    assert result.returncode == 1
+    assert result.returncode == 2  # the spec names what is not there: a configuration error
     assert result.stderr.strip().endswith(f"dataset[0].itemId: Girder item {'0' * 24}: not found in Girder")
     unreachable = girder_spec(session, "http://127.0.0.1:9/api/v1", [{"mountPath": "/t", "itemId": tree.ids["top"]}])
     down = wtfs("mount", str(unreachable), str(mountpoint))
