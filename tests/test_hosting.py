@@ -169,7 +169,7 @@ def public_dir() -> Iterator[Path]:
 
 
 @pytest.mark.fuse
-def test_allow_other_lets_another_user_read(session: Session, http: Server, public_dir: Path) -> None:
+def test_allow_other_lets_another_user_read(public_dir: Path, session: Session, http: Server) -> None:
     spec = session.spec([{"mountPath": "/f", "url": http.add("/f", b"shared")}])
     other = ["runuser", "-u", "nobody", "--", "cat"]
     private = session.mount(spec, where=str(public_dir / "private"))

@@ -424,7 +424,7 @@ def test_a_run_that_ends_is_published_into_a_folder_named_as_the_run(
     run = m.path / "runs" / "r1"
     assert publish_state(run) == "pending\n" and ".publish" in os.listdir(run)
     started = wtfs("run", "start", str(run), env={**os.environ, "EXIT_CODE": "3"})  # a failed run publishes too
-    assert started.returncode == 1, started.stderr
+    assert started.returncode == 3, started.stderr
     wait_for(lambda: publish_state(run) == "done\n", timeout=60, what=".publish to say done")
     (published,) = girder.alice.listFolder(folder, name="r1")
     expected = on_disk(run)
@@ -481,5 +481,5 @@ def test_publish_without_girder_refuses_to_mount(session: Session) -> None:
     workspace.mkdir()
     spec = session.spec([], workspace=str(workspace), publish={"folder_id": "abc"})
     result = wtfs("mount", str(spec), str(session.root / "mnt"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration error
     assert result.stderr == f"wtfs: {spec}: publish: needs a [girder] section (api_url and a secret) to publish to\n"

@@ -90,7 +90,7 @@ def test_failing_run_records_exit_code(run_mount: Mount) -> None:
     os.mkdir(run)
     (run / "workspace" / "go").touch()
     result = wtfs("run", "start", str(run), env={**os.environ, "EXIT_CODE": "3"})
-    assert result.returncode == 1
+    assert result.returncode == 3  # the entrypoint's own exit code
     assert status(run) == "4 FAILED\n"
     record = wtfs("run", "status", str(run), "--json")
     assert '"exitCode": 3' in record.stdout
@@ -119,6 +119,38 @@ def test_cancel_kills_the_process_tree(run_mount: Mount) -> None:
     from wtfs.procfs import group_alive
 
     assert not group_alive(pgid)
+
+
+INTERRUPTIBLE = {
+    "plain.sh": "#!/bin/sh\necho started\nsleep 1000\n",  # dies of SIGINT
+    "traps.sh": "#!/bin/sh\ntrap 'echo caught; exit 7' INT\necho started\nwhile :; do sleep 0.05; done\n",
+}
+
+
+def test_ctrl_c_on_a_foreground_run_cancels_it(run_mount: Mount) -> None:
+    """SIGINT to `wtfs run start` (what Ctrl-C sends it) reaches the entrypoint's process group:
+    the run ends CANCELLED with its exit code recorded, and the command exits as a shell would:
+    130 when SIGINT killed the entrypoint, the entrypoint's own code when it handled SIGINT."""
+    from wtfs.procfs import group_alive
+
+    for entrypoint, expected in (("plain.sh", (130, -signal.SIGINT)), ("traps.sh", (7, 7))):
+        run = run_mount.path / "runs" / entrypoint.removesuffix(".sh")
+        os.mkdir(run)
+        (run / "workspace" / entrypoint).write_text(INTERRUPTIBLE[entrypoint])
+        command = [sys.executable, "-m", "wtfs", "run", "start", str(run), "--entrypoint", entrypoint]
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: (run / ".stdout").read_text() == "started\n", what=f"{entrypoint} to start")  # noqa: B023
+            pgid = int(wtfs("run", "status", str(run), "--json").stdout.split('"pid": ')[1].split()[0].strip(","))
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert (proc.returncode, status(run)) == (expected[0], "5 CANCELLED\n"), stderr
+        assert stderr.splitlines() == ["wtfs: cancelling the run (Ctrl-C again to kill it)", "5 CANCELLED"]
+        assert f'"exitCode": {expected[1]}' in wtfs("run", "status", str(run), "--json").stdout
+        assert not group_alive(pgid)
+    assert (run_mount.path / "runs" / "traps" / ".stdout").read_text() == "started\ncaught\n"
 
 
 def _peak_rss_of_run(run_mount: Mount, name: str, size: int) -> int:

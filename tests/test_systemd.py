@@ -139,7 +139,7 @@ def test_daemon_serves_under_the_units_restrictions(session: Session, tmp_path: 
         text=True,
     )
     try:
-        wait_for(lambda: is_mounted(mnt) or daemon.poll() is not None, what="the hardened daemon to mount")
+        wait_for(lambda: is_mounted(mnt) or daemon.poll() is not None, timeout=120, what="the traced daemon to mount")
         assert is_mounted(mnt), daemon.communicate(timeout=30)[1]
         user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-ec"]
         script = (

@@ -1,7 +1,8 @@
 """Operator commands on the host cache: status, cache ls/gc/evict, prefetch.
 
-They read and change the shared SQLite records directly (process-safe, like a second daemon)
-and reach a daemon only through its mount (xattrs), so they work for any user who sees both.
+``cache ls|gc|evict`` read and change the shared SQLite records directly (process-safe, like a
+second daemon). ``status``, ``check`` and ``prefetch`` of a mount ask the mount itself
+(``.wtfs/status.json``, xattrs), so they work for any user who may enter it, not only its owner.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def _name(transfer: dict[str, Any]) -> str:
 # -- cache ----------------------------------------------------------------------------------
 
 
-def cache_ls(mountpoint: str | None, cache_dir: str | None, as_json: bool) -> int:
+def cache_ls(cache_dir: str | None, as_json: bool, mountpoint: str | None = None) -> int:
     cache, _ = cache_for(mountpoint, cache_dir)
     objects = open_records(cache).objects()
     objects = [{**o, "source": mask_credentials(str(o["source"]))} for o in objects]
@@ -214,7 +215,7 @@ def cache_ls(mountpoint: str | None, cache_dir: str | None, as_json: bool) -> in
     return 0
 
 
-def cache_gc(mountpoint: str | None, cache_dir: str | None, dry_run: bool) -> int:
+def cache_gc(cache_dir: str | None, dry_run: bool, mountpoint: str | None = None) -> int:
     cache, _ = cache_for(mountpoint, cache_dir)
     records = open_records(cache)
     capacity = int(records.setting("capacity") or CacheSettings().capacity)
@@ -306,7 +307,8 @@ def _wait_for_landing(files: list[str], interval: float) -> dict[str, str]:
 
     states = dict.fromkeys(files, "remote")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("landing", total=len(files))
         while True:
             for path in files:

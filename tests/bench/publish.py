@@ -1,8 +1,9 @@
 """Bench rows: publish (run by tests/bench/run.py after its own sections).
 
 `wtfs publish` against `girder-client upload` of the same tree to the same server (the test
-fixture's Girder 5, one process), each into a fresh folder, taken in turn: one 1 GiB file, and
-5,000 small files in 10 directories. Both commands are timed whole, start-up included, as a user
+fixture's Girder 5, one process), each into a fresh folder, taken in turn: one 1 GiB file (medians
+of three), and 5,000 small files in 10 directories (once each: the fixture's in-memory database
+scans whole collections, so each takes minutes). Both commands are timed whole, start-up included, as a user
 would see them; both get the API key from the environment. wtfs does more per file (a sha256 and
 ``meta.sha256``/``meta.size``/``meta.wtfs`` on every item, a journal): the target says it costs
 nothing overall.
@@ -77,7 +78,7 @@ def bench_publish() -> list[str]:
     ours, theirs = interleaved_medians(*_measures(big))
     label = "publish 1 GiB file vs girder-client upload"
     lines = [ratio_line(label, ours, theirs, "≤ 1.0×", ours <= theirs, _rate(ours, theirs))]
-    ours, theirs = interleaved_medians(*_measures(small))
+    ours, theirs = (measure() for measure in _measures(small))  # once: minutes each on the in-memory database
     label = f"publish {SMALL_FILES:,} small files vs girder-client upload"
     lines.append(ratio_line(label, ours, theirs, "≤ 1.0×", ours <= theirs, _per_file(ours, theirs)))
     return lines

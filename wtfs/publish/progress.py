@@ -14,15 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 import trio
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 FIELDS = ("n_files_read", "n_bytes_read", "n_files_processed", "n_bytes_processed")
 
@@ -112,6 +103,16 @@ class JsonReporter(Reporter):
 
 class RichReporter(Reporter):
     def __init__(self, tally: Tally) -> None:
+        from rich.console import Console  # on a terminal only: rich takes a while to import
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         super().__init__(tally, sys.stdout)
         self.bar = Progress(
             TextColumn("{task.description} {task.fields[files]} files"),
