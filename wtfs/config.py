@@ -391,6 +391,7 @@ class _Loader:
             local_roots=self.roots(raw),
         )
         self.check_providers(spec)
+        self.check_publish(spec)
         return spec
 
     # -- sections ---------------------------------------------------------------------------
@@ -553,6 +554,18 @@ class _Loader:
                         f"dataset[{entry.index}].mountPath",
                         f"{entry.mount_path} is nested under the {kind} {outer.mount_path} (dataset[{outer.index}])",
                     )
+
+    def check_publish(self, spec: Spec) -> None:
+        """``[publish]`` needs what it publishes (runs kept on this host, so a workspace) and where
+        (``[girder]``: its URL and secret)."""
+        if spec.publish is None:
+            return
+        if spec.girder is None:
+            raise self.fail("publish", "needs a [girder] section (api_url and a secret) to publish to")
+        if spec.wholetale is not None:
+            raise self.fail("publish", "publishes runs kept on this host; a [wholetale] session's are the server's")
+        if spec.workspace is None:
+            raise self.fail("publish", "publishes runs, and a session without a workspace has none")
 
     def check_providers(self, spec: Spec) -> None:
         for entry in spec.dataset:

@@ -39,7 +39,7 @@ from .providers import HttpProvider, default_providers
 from .providers.girder import GirderProvider
 from .providers.globus import GlobusProvider, check_staging, transfer_client
 from .providers.http import make_client, probe
-from .publish.runs import check_publish, run_publishing
+from .publish.runs import run_publishing
 from .store import session_stores
 from .store.local import LocalRuns, LocalVersions
 from .store.repos import RunRepo, VersionRepo
@@ -160,7 +160,6 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str | None =
     log goes, reopened on SIGHUP (logrotate)."""
     mountpoint = os.path.abspath(mountpoint)
     try:
-        check_publish(spec)
         check_mountpoint(mountpoint)
         trio.run(_serve, spec, mountpoint, report, log_file)
     except Exception as raised:

@@ -21,7 +21,7 @@ import trio
 from .. import __version__
 from ..catalog.girder_api import GirderApi, Unreachable, read_secret
 from ..config import GirderSettings, PublishSettings, Spec
-from ..errors import NotFound, SpecError, WtfsError
+from ..errors import NotFound, WtfsError
 from ..store.runs import ENDED, Run, RunStore
 from .journal import Journal
 from .progress import Tally
@@ -156,22 +156,8 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def check_publish(spec: Spec) -> None:
-    """``[publish]`` needs what it publishes (runs, so a workspace, kept on this host) and where
-    (``[girder]``: its URL and secret). Checked when the daemon starts."""
-    if spec.publish is None:
-        return
-    where = str(spec.path)
-    if spec.girder is None:
-        raise SpecError(where, "publish", "needs a [girder] section (api_url and a secret) to publish to")
-    if spec.wholetale is not None:
-        raise SpecError(where, "publish", "publishes runs kept on this host; a [wholetale] session's are the server's")
-    if spec.workspace is None:
-        raise SpecError(where, "publish", "publishes runs, and a session without a workspace has none")
-
-
 def run_publishing(spec: Spec, runs: RunStore) -> RunPublishing | None:
-    """The daemon's publishing of runs, where the spec asks for it (after ``check_publish``)."""
+    """The daemon's publishing of runs, where the spec asks for it (the spec loader checked its needs)."""
     if spec.publish is None or spec.girder is None:
         return None
     return RunPublishing(runs, spec.publish, spec.girder, spec.name, str(spec.path))
