@@ -96,6 +96,8 @@ class EmbeddedDataManager:
         self._fills: dict[int, trio.CancelScope] = {}  # this daemon's running transfers
         self._tick = self._resumed_at = -float("inf")  # housekeeping's last tick, the last pause's end
         self._closing = False
+        self._housekeeper = trio.CancelScope()
+        self._housekeeper_done = trio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -120,6 +122,10 @@ class EmbeddedDataManager:
         self.interrupt()
         if self._records is not None:
             with trio.CancelScope(shield=True):
+                self._housekeeper.cancel()  # and wait: its database call may be queued behind ours
+                with trio.move_on_after(30):
+                    if self._nursery is not None:
+                        await self._housekeeper_done.wait()
                 await self._db(self._records.retire_daemon, self.daemon_id)
                 await self._db(self._records.close)
             self._records = None
@@ -160,6 +166,13 @@ class EmbeddedDataManager:
 
     async def _housekeeping(self) -> None:
         """Renew the lease, publish progress, reclaim after dead daemons, collect garbage."""
+        try:
+            with self._housekeeper:
+                await self._housekeep_forever()
+        finally:
+            self._housekeeper_done.set()
+
+    async def _housekeep_forever(self) -> None:
         renewed = collected = trio.current_time()
         while True:
             await trio.sleep(PROGRESS_SECONDS)
