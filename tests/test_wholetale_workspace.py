@@ -19,6 +19,7 @@ from tests.conftest import Session
 from tests.girder.fixtures import KEY_ENV, DroppingProxy, Girder
 from tests.mounting import Mount, wait_for, wtfs
 from tests.test_wholetale import REMOTE, data_folder, lock_count, tale  # noqa: F401 - fixtures
+from wtfs import posix
 
 pytestmark = pytest.mark.fuse
 
@@ -95,6 +96,13 @@ def test_write_rename_delete_reach_the_server(session: Session, girder: Girder, 
         | {name: sha(name.encode()) for name in ("x?", "xx?", "xxx?")},
     }
     assert sorted(os.listdir(work)) == ["existing.txt", "sub"]
+    here = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as kept:
+            posix.renameat2(here, "existing.txt", here, "sub", 1)  # RENAME_NOREPLACE
+        assert kept.value.errno == errno.EEXIST
+    finally:
+        os.close(here)
     assert (work / "sub" / "øre 日本.txt").read_bytes() == b"unicode\n"
     os.rename(work / "sub" / "xx?", work / "sub" / "yy?")
     os.unlink(work / "sub" / "xxx?")

@@ -98,17 +98,17 @@ class WorkspaceServer:
         self._listings[rel] = (time.monotonic(), found)
         return found
 
-    async def entry(self, rel: str, fresh: bool = False) -> WsEntry | None:
+    async def entry(self, rel: str, fresh: bool = False, files_only: bool = False) -> WsEntry | None:
         """The entry at ``rel`` from the cached listing, or (``fresh``) asked of the server by
-        name: one item and one folder query, whatever the folder's size."""
+        name: one item (and one folder) query, whatever the folder's size."""
         parent, _, name = rel.rpartition("/")
         if not fresh:
             return (await self.children(parent)).get(name)
         folder_id = await self.folder_id(parent)
-        for kind, params in (
-            ("item", {"folderId": folder_id, "name": name}),
-            ("folder", {"parentType": "folder", "parentId": folder_id, "name": name}),
-        ):
+        queries = [("item", {"folderId": folder_id, "name": name})]
+        if not files_only:
+            queries.append(("folder", {"parentType": "folder", "parentId": folder_id, "name": name}))
+        for kind, params in queries:
             found = await self.api.get(kind, params, f"workspace/{rel}")
             if found:
                 assert isinstance(found, list)
@@ -125,6 +125,16 @@ class WorkspaceServer:
             raise NotADirectory(f"workspace/{rel}")
         return found.id
 
+    def _known(self, parent: str, name: str, entry: WsEntry | None) -> None:
+        """What we just did to a folder, written into its cached listing (which keeps its age:
+        other clients' changes still show within the TTL)."""
+        known = self._listings.get(parent)
+        if known is not None:
+            children = {k: v for k, v in known[1].items() if k != name}
+            if entry is not None:
+                children[name] = entry
+            self._listings[parent] = (known[0], children)
+
     def changed(self, *rels: str) -> None:
         """Listings of these folders (and what is below them) are no longer what we know."""
         for rel in rels:
@@ -139,8 +149,9 @@ class WorkspaceServer:
         if await self.entry(rel, fresh=True) is not None:
             raise Exists(f"workspace/{rel}")
         params = {"parentType": "folder", "parentId": await self.folder_id(parent), "name": name}
-        await self.api.call("POST", "folder", params, f"workspace/{rel}")
-        self.changed(parent)
+        made = await self.api.call("POST", "folder", params, f"workspace/{rel}")
+        self._known(parent, name, _entry(made, True))
+        self._listings[rel] = (time.monotonic(), {})
 
     async def rmdir(self, rel: str) -> None:
         """Girder deletes a folder with its contents: refuse a non-empty one ourselves."""
@@ -152,7 +163,8 @@ class WorkspaceServer:
         if await self.children(rel, fresh=True):
             raise NotEmpty(f"workspace/{rel}")
         await self.api.call("DELETE", f"folder/{path_id(found.id)}", what=f"workspace/{rel}")
-        self.changed(rel.rpartition("/")[0], rel)
+        self._known(*_split(rel), None)
+        self._listings.pop(rel, None)
 
     async def unlink(self, rel: str) -> None:
         found = await self.entry(rel, fresh=True)
@@ -161,7 +173,7 @@ class WorkspaceServer:
         if found.is_dir:
             raise IsADirectory(f"workspace/{rel}")
         await self.api.call("DELETE", f"item/{path_id(found.id)}", what=f"workspace/{rel}")
-        self.changed(rel.rpartition("/")[0])
+        self._known(*_split(rel), None)
 
     async def rename(self, old: str, new: str) -> None:
         """rename(2) on the server: a file replaces a file, a directory an empty directory."""
@@ -176,17 +188,16 @@ class WorkspaceServer:
         new_parent, _, name = new.rpartition("/")
         kind = "folder" if found.is_dir else "item"
         params = {"name": name, ("parentId" if found.is_dir else "folderId"): await self.folder_id(new_parent)}
-        await self.api.call("PUT", f"{kind}/{path_id(found.id)}", params, f"workspace/{old}")
-        self.changed(old.rpartition("/")[0], new_parent, old)
+        moved = await self.api.call("PUT", f"{kind}/{path_id(found.id)}", params, f"workspace/{old}")
+        self._known(*_split(old), None)
+        self._known(new_parent, name, _entry(moved, found.is_dir))
+        self.changed(old, new)  # ids below a moved folder changed with their paths
 
-    async def upload(self, rel: str, fd: int, size: int) -> tuple[WsEntry, str]:
-        """The bytes of ``fd`` as the file ``rel`` (created or replaced); the server's entry and
-        the sha256 of what was sent."""
-        parent, _, name = rel.rpartition("/")
+    async def upload(self, rel: str, fd: int, size: int, existing: WsEntry | None) -> tuple[WsEntry, str]:
+        """The bytes of ``fd`` as the file ``rel`` (created, or replacing ``existing``); the
+        server's entry and the sha256 of what was sent."""
+        parent, name = _split(rel)
         folder_id = await self.folder_id(parent)
-        existing = await self.entry(rel, fresh=True)
-        if existing is not None and existing.is_dir:
-            raise IsADirectory(f"workspace/{rel}")
         if existing is not None and size == 0:  # an empty upload leaves the old bytes: delete first
             await self.unlink(rel)
         digest = hashlib.sha256()
@@ -194,8 +205,9 @@ class WorkspaceServer:
         assert isinstance(doc, dict)
         if not is_file(doc) or int(str(doc.get("size", -1))) != size:
             raise TransferFailed(f"workspace/{rel}: the server did not take the whole file")
-        self.changed(parent)
-        return WsEntry(str(doc["itemId"]), name, False, size, str(doc.get("updated") or "")), digest.hexdigest()
+        entry = WsEntry(str(doc["itemId"]), name, False, size, str(doc.get("updated") or ""))
+        self._known(parent, name, entry)
+        return entry, digest.hexdigest()
 
     async def _send(self, folder_id: str, name: str, fd: int, size: int, digest: hashlib._Hash) -> dict[str, object]:
         first = await trio.to_thread.run_sync(_read, fd, min(size, CHUNK_SIZE), 0, digest)
@@ -208,6 +220,11 @@ class WorkspaceServer:
             offset += len(data)
             data = await trio.to_thread.run_sync(_read, fd, min(size - offset, CHUNK_SIZE), offset, digest)
         return doc
+
+
+def _split(rel: str) -> tuple[str, str]:
+    parent, _, name = rel.rpartition("/")
+    return parent, name
 
 
 def _read(fd: int, size: int, offset: int, digest: hashlib._Hash) -> bytes:
@@ -364,11 +381,11 @@ class WorkspaceSync:
         """One row to the server; a file changed there since it was read is not overwritten: the
         local copy goes beside it as ``NAME (conflict from HOST)``."""
         try:
-            target = await self._target(row)
+            target, existing = await self._target(row)
             fd = await trio.to_thread.run_sync(os.open, self.journal.copy_path(row), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 size = os.fstat(fd).st_size
-                entry, digest = await self.server.upload(target, fd, size)
+                entry, digest = await self.server.upload(target, fd, size, existing)
             finally:
                 os.close(fd)
             if target == row.rel:
@@ -390,13 +407,14 @@ class WorkspaceSync:
             remove_copy(self.journal.copy_path(row))
         self._refresh(row.rel, await trio.to_thread.run_sync(self.journal.get, row.rel))
 
-    async def _target(self, row: Pending) -> str:
-        current = await self.server.entry(row.rel, fresh=True)
+    async def _target(self, row: Pending) -> tuple[str, WsEntry | None]:
+        """Where the row goes, and what is there now (a folder there: the server refuses it)."""
+        current = await self.server.entry(row.rel, fresh=True, files_only=True)
         if current is None or current.updated == row.base:
-            return row.rel
+            return row.rel, current
         target = conflict_name(row.rel, self.host)
         log.warning("workspace/%s changed on the server since it was read: the local copy goes to %r", row.rel, target)
-        return target
+        return target, await self.server.entry(target, fresh=True, files_only=True)
 
 
 async def open_workspace(

@@ -10,6 +10,7 @@ are keyed by a number of their own and follow their path when renamed.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import time
@@ -21,6 +22,7 @@ from ..errors import AccessDenied, Exists, IsADirectory, NotEmpty, NotFound
 from ..store.wt_workspace import WorkspaceServer, WorkspaceSync, WsEntry
 from .base import Attr, Caller, FdFile, Node, OpenFile, SetAttr, wants_write
 
+RENAME_NOREPLACE = 1
 #: Attributes change through other clients and through uploads: the kernel asks again soon.
 ATTR_TTL = 1.0
 
@@ -137,12 +139,14 @@ class WsDir(WsNode):
 
     async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
         if not isinstance(new_parent, WsDir) or new_parent.tree is not self.tree:
-            raise OSError(18, "rename across trees")  # EXDEV
-        if flags:
-            raise OSError(22, "rename flags are not supported in a WholeTale workspace")
+            raise OSError(errno.EXDEV, "rename across trees")
+        if flags & ~RENAME_NOREPLACE:
+            raise OSError(errno.EINVAL, "RENAME_EXCHANGE is not supported in a WholeTale workspace")
         old, new = _join(self.rel, name), _join(new_parent.rel, new_name)
         _writable(self.tree, old)
         sync, server = self.tree.sync, self.tree.server
+        if flags & RENAME_NOREPLACE and new_name in await new_parent._children():
+            raise Exists(f"workspace/{new}")
         async with sync.lock_for(old), sync.lock_for(new):
             on_server = await server.entry(old, fresh=True)
             if on_server is None and old not in sync.rows:
