@@ -1,9 +1,12 @@
 """Bench rows: metadata (run by tests/bench/run.py after its own sections).
 
 `ls -l` of one directory of 5,000 files on wtfs (data/ and workspace/) against `find -ls` on
-libfuse's passthrough_ll over the same directory, each on a fresh mount (cold kernel caches).
-`ls -l` asks more than `find -ls` does (a security label and an ACL per file): the target says
-wtfs answers those so cheaply that it costs at most twice a plain walk.
+libfuse's passthrough_ll over the same directory, each on a fresh mount (cold kernel caches),
+then again on the same mount. `ls -l` asks more than `find -ls` does (a security label and an
+ACL per file): the target says wtfs answers those so cheaply that it costs at most twice a plain
+walk. Again, passthrough_ll answers one READDIRPLUS batch and then plain READDIRs (no stat per
+entry); pyfuse3 always asks for READDIRPLUS, so wtfs gives attributes for every entry each time
+(workspace/: one fstatat per entry).
 """
 
 from __future__ import annotations

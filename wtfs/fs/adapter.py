@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def _attributes(entry: Entry) -> pyfuse3.EntryAttributes:
+    """The entry as pyfuse3 sends it, encoded once per entry (pyfuse3 copies it into each reply)."""
+    out = entry.wire
+    if out is None:
+        out = entry.wire = _encode(entry)
+    return out  # type: ignore[no-any-return]
+
+
+def _encode(entry: Entry) -> pyfuse3.EntryAttributes:
     out = pyfuse3.EntryAttributes()
     out.st_ino = entry.st_ino
     out.generation = 0

@@ -15,8 +15,9 @@ import dataclasses
 import itertools
 import os
 import stat
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -47,7 +48,9 @@ class Presentation:
 class Entry:
     """What the kernel is told of one inode: its stat fields and how long to trust them.
 
-    Made for every entry of every listing: slots and no freezing keep that cheap."""
+    Handed out for every entry of every listing: slots and no freezing keep that cheap, and the
+    core hands the same object again while an inode's attributes stay the same, so an entry is
+    never changed once made."""
 
     st_ino: int
     st_mode: int
@@ -62,6 +65,9 @@ class Entry:
     st_ctime_ns: int
     timeout: float
     st_blksize: int = 128 * 1024
+    #: the FUSE layer's encoding of this entry, made on first use and kept with it (the core
+    #: never reads it): a repeated listing then re-encodes nothing
+    wire: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -83,21 +89,42 @@ class Opened:
 class _DirHandle:
     inode: int
     node: Node
-    entries: list[tuple[str, Node]] | None = None
+    #: the listing: each name with its node, or None where the view looks at the child only as
+    #: it is handed out (``Node.listed``)
+    entries: Sequence[tuple[str, Node | None]] | None = None
+    pinned: list[Node] = field(default_factory=list)  # held by this listing until it is closed
 
 
 class FsCore:
     def __init__(self, root: Node, presentation: Presentation) -> None:
-        self.inodes = InodeTable(root)
+        self.inodes = InodeTable(root, dropped=self._dropped)
         self.presentation = presentation
         self.files: dict[int, OpenFile] = {}
         self.dirs: dict[int, _DirHandle] = {}
         self.parents: dict[int, int] = {}  # directory inode -> its parent's, for ".."
         self._handles = itertools.count(1)  # never reused while the daemon lives
+        #: inode -> the attributes last shown and their entry: while a node gives the same
+        #: attributes again (views keep the Attr object of an unchanged object), its entry is reused
+        self._shown: dict[int, tuple[Attr, Entry]] = {}
 
     # -- attributes -------------------------------------------------------------------------
 
     def entry(self, inode: int, attr: Attr) -> Entry:
+        """The entry for ``attr``: the one made before for the same attributes, else a new one.
+
+        An entry depends on nothing but the inode, the attributes and the presentation, so a
+        kept one is never wrong; the kept ones go with their inode (``_dropped``)."""
+        shown = self._shown.get(inode)
+        if shown is not None and (shown[0] is attr or shown[0] == attr):
+            return shown[1]
+        entry = self._make_entry(inode, attr)
+        self._shown[inode] = (attr, entry)
+        return entry
+
+    def _dropped(self, inode: int) -> None:
+        self._shown.pop(inode, None)
+
+    def _make_entry(self, inode: int, attr: Attr) -> Entry:
         p = self.presentation
         virtual = attr.uid is None  # uid=, gid=, umask= only dress what has no owner on disk
         return Entry(
@@ -181,14 +208,13 @@ class FsCore:
         """Entries from ``start_id``; the caller reports each one the kernel took as ``accepted``.
 
         An entry that did not fit opens the next batch: the listing pins its nodes until
-        ``releasedir``, so each is alive when handed over, and released if it never is."""
+        ``releasedir``, so each is alive when handed over, and released if it never is. A child
+        the view's ``listing`` left as None is asked for as it is handed out (``Node.listed``),
+        so what is shown is as fresh as the reply (a name gone by then is left out)."""
         handle = self.dirs[fh]
-        if handle.entries is None or start_id == 0:
-            listed = await handle.node.listdir()
-            self._unpin(handle)
-            handle.entries = listed
-            self.inodes.pin([node for _, node in listed])
         entries = handle.entries
+        if entries is None or start_id == 0:
+            entries = await self._list(handle)
         if start_id <= 1:  # "." and "..": only the first batch carries them
             own = self.entry(handle.inode, await handle.node.attr())
             if start_id == 0:
@@ -197,7 +223,25 @@ class FsCore:
             yield DirEntry("..", dataclasses.replace(own, st_ino=parent), 2, counted=False)
         for index in range(max(start_id, 2), len(entries) + 2):
             name, node = entries[index - 2]
-            yield DirEntry(name, await self._entry_for(node), index + 1)
+            if node is not None:
+                yield DirEntry(name, await self._entry_for(node), index + 1)
+                continue
+            found = await handle.node.listed(name)
+            if found is None:
+                continue
+            child, attr = found
+            self.inodes.pin((child,))
+            handle.pinned.append(child)
+            yield DirEntry(name, self.entry(self.inodes.inode_of(child), attr), index + 1)
+
+    async def _list(self, handle: _DirHandle) -> Sequence[tuple[str, Node | None]]:
+        """A fresh listing for the handle; the nodes of the one before are let go after it."""
+        entries = await handle.node.listing()
+        pinned = [node for _, node in entries if node is not None]
+        self._unpin(handle)
+        handle.entries, handle.pinned = entries, pinned
+        self.inodes.pin(pinned)
+        return entries
 
     def accepted(self, fh: int, item: DirEntry) -> None:
         """The kernel took this entry: it holds one more lookup of it."""
@@ -213,9 +257,8 @@ class FsCore:
             self._unpin(handle)
 
     def _unpin(self, handle: _DirHandle) -> None:
-        if handle.entries is not None:
-            self.inodes.unpin([node for _, node in handle.entries])
-            handle.entries = None
+        pinned, handle.pinned, handle.entries = handle.pinned, [], None
+        self.inodes.unpin(pinned)
 
     async def mkdir(self, parent_inode: int, name: str, mode: int, caller: Caller) -> Entry:
         node = await self.inodes.node(parent_inode).mkdir(name, stat.S_IMODE(mode), caller)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 from ..errors import NotFound
 from ..views import Node
@@ -19,11 +19,11 @@ class InodeTable:
     kernel forgets in between (or was never handed, the reply being full) is still alive when
     the next batch of that listing hands it over."""
 
-    def __init__(self, root: Node) -> None:
+    def __init__(self, root: Node, dropped: Callable[[int], None] = lambda inode: None) -> None:
+        self._dropped = dropped  # told of each inode number given up, to drop what it keeps for it
         self._inode_by_key: dict[Hashable, int] = {root.key: ROOT_INODE}
         self._nodes: dict[int, Node] = {ROOT_INODE: root}
         self._lookups: dict[int, int] = {}
-        self._pins: dict[int, tuple[Node, int]] = {}  # id(node) -> (node, open listings holding it)
         self._next = ROOT_INODE + 1  # sequential numbers stay far below every inode_hint
 
     def node(self, inode: int) -> Node:
@@ -63,26 +63,25 @@ class InodeTable:
         if inode == ROOT_INODE:
             return False
         node = self._nodes.pop(inode, None)
+        self._dropped(inode)
         if node is not None:
             if self._inode_by_key.get(node.key) == inode:
                 del self._inode_by_key[node.key]
-            if id(node) not in self._pins:
+            if not node.pins:
                 node.forget()
         return True
 
-    def pin(self, nodes: list[Node]) -> None:
-        """An open listing holds these nodes until ``unpin``."""
-        for node in _holding(nodes):
-            _, count = self._pins.get(id(node), (node, 0))
-            self._pins[id(node)] = (node, count + 1)
+    def pin(self, nodes: Iterable[Node]) -> None:
+        """An open listing holds these nodes until ``unpin`` (a count kept on each node)."""
+        for node in nodes:
+            node.pins += 1
 
-    def unpin(self, nodes: list[Node]) -> None:
+    def unpin(self, nodes: Iterable[Node]) -> None:
         """A listing is closed: release each node the kernel does not hold, now, not never."""
-        for node in _holding(nodes):
-            _, count = self._pins.pop(id(node), (node, 1))
-            if count > 1:
-                self._pins[id(node)] = (node, count - 1)
-                continue
+        for node in nodes:
+            node.pins -= 1
+            if node.pins or type(node).forget is Node.forget:
+                continue  # another listing holds it, or it holds nothing to release
             inode = self._inode_by_key.get(node.key)
             if inode is None or self._nodes.get(inode) is not node:
                 node.forget()  # never handed over, or the kernel holds another object for it
@@ -91,8 +90,3 @@ class InodeTable:
 
     def __len__(self) -> int:
         return len(self._nodes)
-
-
-def _holding(nodes: list[Node]) -> list[Node]:
-    """The nodes that hold something to release (a descriptor): only they need pinning."""
-    return [node for node in nodes if type(node).forget is not Node.forget]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from ..errors import IsADirectory, NoAttribute, NotADirectory, NotASymlink, NotSupported, ReadOnly
@@ -17,7 +17,7 @@ from ..errors import IsADirectory, NoAttribute, NotADirectory, NotASymlink, NotS
 STABLE_TTL = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attr:
     mode: int
     size: int = 0
@@ -102,6 +102,9 @@ class Node:
     """One name in the tree. ``key`` is its identity in the inode table."""
 
     key: Hashable
+    #: how many open directory listings hold this node (kept by the inode table): it is released
+    #: only once none does
+    pins = 0
 
     @property
     def inode_hint(self) -> int | None:
@@ -116,6 +119,17 @@ class Node:
 
     async def listdir(self) -> list[tuple[str, Node]]:
         raise NotADirectory()
+
+    async def listing(self) -> Sequence[tuple[str, Node | None]]:
+        """``listdir`` as a directory listing uses it, where a view may leave a child as None:
+        looked at only as the listing hands it out (``listed``), so what is shown is as fresh as
+        the reply and a repeated listing costs one look per entry (the workspace, as
+        passthrough_ll does)."""
+        return await self.listdir()
+
+    async def listed(self, name: str) -> tuple[Node, Attr] | None:
+        """The child ``name`` left as None by ``listing`` and its attributes now; None if gone."""
+        raise NotADirectory(name)
 
     async def open(self, flags: int) -> OpenFile:
         raise IsADirectory()

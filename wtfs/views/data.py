@@ -29,7 +29,7 @@ class DataContext:
     paths: dict[str, str] = field(default_factory=dict)
 
 
-def wrap(node: CatalogNode, ctx: DataContext, path: str) -> Node:
+def wrap(node: CatalogNode, ctx: DataContext, path: str) -> DataDir | DataFile | DataLink:
     if isinstance(node, CatalogFile):
         return DataFile(node, ctx, path)
     if isinstance(node, CatalogLink):
@@ -43,6 +43,7 @@ class DataDir(Node):
         self.ctx = ctx
         self.key = ("data", cat)
         self.path = path
+        self._nodes: dict[str, DataDir | DataFile | DataLink] = {}  # name -> its node, while its catalog node stays
 
     async def attr(self) -> Attr:
         return Attr.directory(self.cat.mtime_ns, ttl=self.ctx.ttl)
@@ -51,11 +52,25 @@ class DataDir(Node):
         child = (await self.cat.children()).get(name)
         if child is None:
             raise NotFound(name)
-        return wrap(child, self.ctx, f"{self.path}/{name}")
+        return self._node(name, child, self._nodes)
 
     async def listdir(self) -> list[tuple[str, Node]]:
+        """The same node objects as last time for unchanged catalog nodes: a repeated listing of
+        a big directory makes no new objects (each keeps its attributes too)."""
         children = await self.cat.children()
-        return [(name, wrap(children[name], self.ctx, f"{self.path}/{name}")) for name in sorted(children)]
+        nodes: dict[str, DataDir | DataFile | DataLink] = {}
+        listed: list[tuple[str, Node]] = [(name, self._node(name, children[name], nodes)) for name in sorted(children)]
+        self._nodes = nodes  # names gone from the catalog are let go
+        return listed
+
+    def _node(
+        self, name: str, child: CatalogNode, into: dict[str, DataDir | DataFile | DataLink]
+    ) -> DataDir | DataFile | DataLink:
+        node = self._nodes.get(name)
+        if node is None or node.cat is not child:
+            node = wrap(child, self.ctx, f"{self.path}/{name}")
+        into[name] = node
+        return node
 
 
 class DataFile(Node):
@@ -64,6 +79,8 @@ class DataFile(Node):
         self.ctx = ctx
         self.key = ("data", cat)
         self.path = path
+        self._shown: tuple[ObjectRef, int] | None = None
+        self._attr = Attr(0)
 
     async def object(self) -> ObjectRef:
         """source(), remembered with this file's path for the status of its transfer."""
@@ -72,7 +89,12 @@ class DataFile(Node):
         return obj
 
     async def attr(self) -> Attr:
-        return Attr.file(self.cat.size or 0, self.cat.mtime_ns, ttl=self.ctx.ttl)
+        """The same Attr object while the catalog shows the same object and time (the core then
+        re-sends the entry it made for it)."""
+        shown = (self.cat.obj, self.cat.mtime_ns)
+        if shown != self._shown:
+            self._shown, self._attr = shown, Attr.file(self.cat.size or 0, self.cat.mtime_ns, ttl=self.ctx.ttl)
+        return self._attr
 
     async def source(self) -> ObjectRef:
         """The object to lock or fetch, checked again at each use where the catalog says so

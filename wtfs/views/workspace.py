@@ -23,7 +23,7 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 
 import trio
 
@@ -56,6 +56,22 @@ def attr_of(st: os.stat_result, ttl: float) -> Attr:
         gid=st.st_gid,
         rdev=st.st_rdev,
         blocks=st.st_blocks,
+    )
+
+
+def _seen(st: os.stat_result) -> tuple[int, ...]:
+    """Every stat field ``attr_of`` shows: equal tuples, equal attributes (cheaper than an Attr)."""
+    return (
+        st.st_mode,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_atime_ns,
+        st.st_nlink,
+        st.st_uid,
+        st.st_gid,
+        st.st_rdev,
+        st.st_blocks,
     )
 
 
@@ -117,6 +133,8 @@ class WorkspaceNode(Node):
         self.fd = fd
         self.ident = ident
         self.key = (tree.tag, *ident)
+        self._seen: tuple[int, ...] = ()
+        self._attr = Attr(0)
 
     def forget(self) -> None:
         if self is self.tree.root:
@@ -141,7 +159,15 @@ class WorkspaceNode(Node):
         return os.stat(self.fd)
 
     async def attr(self) -> Attr:
-        return attr_of(self._stat(), WORKSPACE_TTL)
+        return self.attr_from(self._stat())
+
+    def attr_from(self, st: os.stat_result) -> Attr:
+        """What ``st`` shows; the same Attr object as last time while nothing changed, so the
+        core re-sends the entry it made then (a repeated listing builds nothing)."""
+        seen = _seen(st)
+        if seen != self._seen:
+            self._seen, self._attr = seen, attr_of(st, WORKSPACE_TTL)
+        return self._attr
 
     # -- names --------------------------------------------------------------------------------
 
@@ -153,8 +179,38 @@ class WorkspaceNode(Node):
         return self._child(name)
 
     async def listdir(self) -> list[tuple[str, Node]]:
-        found = await trio.to_thread.run_sync(_list_handles, self.fd)
-        return [(name, self.tree.node_for(fd, st)) for name, fd, st in found]
+        children: list[tuple[str, Node]] = []
+        for name, node in await self.listing():
+            if node is None:
+                found = self._listed(name)
+                node = None if found is None else found[0]
+            if node is not None:
+                children.append((name, node))
+        return children
+
+    async def listing(self) -> Sequence[tuple[str, Node | None]]:
+        """A node for each child the tree has none for yet (its handle opened in the worker);
+        None for the others, which the listing looks at as it hands them out (``listed``)."""
+        names, opened = await trio.to_thread.run_sync(_scan, self.fd, self.tree.nodes)
+        made = {name: self.tree.node_for(fd, st) for name, (fd, st) in opened.items()}
+        return [(name, made.get(name)) for name in names]
+
+    async def listed(self, name: str) -> tuple[Node, Attr] | None:
+        return self._listed(name)
+
+    def _listed(self, name: str) -> tuple[WorkspaceNode, Attr] | None:
+        """One ``fstatat`` (no link followed) gives both the object and what to show of it; a
+        handle is opened only for an object the tree has no node for yet."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            node = self.tree.nodes.get((st.st_dev, st.st_ino))
+            if node is None:
+                fd = os.open(name, _HANDLE, dir_fd=self.fd)
+                st = os.stat(fd)  # the object the handle holds, should the name have changed
+                node = self.tree.node_for(fd, st)
+        except FileNotFoundError:
+            return None  # gone since it was listed
+        return node, node.attr_from(st)
 
     async def readlink(self) -> str:
         return os.readlink("", dir_fd=self.fd)
@@ -347,21 +403,25 @@ def _strips_setgid(perm: int) -> bool:
     return perm & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP
 
 
-def _list_handles(dir_fd: int) -> list[tuple[str, int, os.stat_result]]:
-    """(name, handle, stat) of every child, in a worker thread; names that vanish are skipped."""
+def _scan(dir_fd: int, held: Container[InodeId]) -> tuple[list[str], dict[str, tuple[int, os.stat_result]]]:
+    """The sorted names of the children, and a handle (with its stat) on each the tree holds no
+    node for, in a worker thread. Whether the tree holds one is told by the directory entry's
+    inode number (no stat needed): a repeated listing opens nothing. The number is a hint only:
+    the listing looks at each such child by name when it hands it out (``listed``)."""
+    dev = os.stat(dir_fd).st_dev
     listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        names = sorted(os.listdir(listing))
+        with os.scandir(listing) as children:
+            inodes = {child.name: child.inode() for child in children}
     finally:
         os.close(listing)
-    found = []
-    for name in names:
-        try:
-            fd = os.open(name, _HANDLE, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-        found.append((name, fd, os.stat(fd)))
-    return found
+    opened: dict[str, tuple[int, os.stat_result]] = {}
+    for name, ino in inodes.items():
+        if (dev, ino) not in held:
+            with contextlib.suppress(FileNotFoundError):  # gone: the listing leaves it out
+                fd = os.open(name, _HANDLE, dir_fd=dir_fd)
+                opened[name] = (fd, os.stat(fd))
+    return sorted(inodes), opened
 
 
 class WorkspaceFile(OpenFile):
