@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import grp
 import os
+import shutil
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from tests.httpserver import Server
 from tests.mounting import is_mounted, wait_for, wtfs
 from wtfs import runtime
 from wtfs.dm import EmbeddedDataManager, embedded
+from wtfs.dm.cache import HostCache
 from wtfs.dm.records import LAPSED, CacheRecords, TransferStatus
 from wtfs.errors import WtfsError
 from wtfs.objects import ObjectRef
@@ -228,8 +232,9 @@ def modes_and_groups(cache: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.fuse
 def test_a_cache_group_may_read_the_cache(session: Session, http: Server) -> None:
-    """cache_group: directories 0750 (setgid), files 0640, all of that group; a cache left open
-    to everyone is limited to the group at start-up with one log line."""
+    """cache_group: directories 0750 (setgid), copies 0640, all of that group, the database
+    0600 (its records hold sources and errors); a cache left open to everyone is limited to the
+    group at start-up with one log line."""
     users = grp.getgrnam("users").gr_gid
     session.cache_dir.mkdir(mode=0o755)
     os.chmod(session.cache_dir, 0o755)  # as an older wtfs left it
@@ -238,9 +243,11 @@ def test_a_cache_group_may_read_the_cache(session: Session, http: Server) -> Non
     assert (m.data / "f").read_bytes() == BODY
     found = modes_and_groups(session.cache_dir)
     assert len([p for p in found if "/objects/" in p]) == 2  # a shard directory and the copy
-    assert {f"{session.cache_dir}/cache.db{suffix}" for suffix in ("", "-wal", "-shm")} <= found.keys()
-    expected = {path: (0o2750 if os.path.isdir(path) else 0o640, users) for path in found}
-    assert found == expected
+    db_files = {f"{session.cache_dir}/cache.db{suffix}" for suffix in ("", "-wal", "-shm")}
+    assert db_files <= found.keys()
+    assert {path: mode for path, (mode, _) in found.items() if path in db_files} == dict.fromkeys(db_files, 0o600)
+    expected = {path: (0o2750 if os.path.isdir(path) else 0o640, users) for path in found if path not in db_files}
+    assert {path: found[path] for path in expected} == expected
     lines = [line for line in m.log.read_text().splitlines() if "open to other users" in line]
     assert len(lines) == 1 and lines[0].endswith("limited to group users")
 
@@ -253,6 +260,66 @@ def test_an_unknown_cache_group_is_one_line(session: Session, tmp_path: Path, ht
     assert result.returncode != 0 and not is_mounted(tmp_path / "mnt")
     assert result.stderr.strip().splitlines()[-1].endswith("cache_group: no group named 'no-such-group' on this host")
     assert "Traceback" not in result.stderr
+
+
+USER = 12345
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by every user, unlike the venv's under /root
+ROOT = Path(__file__).resolve().parents[1]
+SITE = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+
+
+def as_user(groups: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python3 ARGS`` as uid USER in ``groups`` only, with this tree and the venv's packages."""
+    env = {"PATH": os.environ["PATH"], "HOME": "/", "PYTHONPATH": f"{ROOT}:{SITE}"}
+    ids = ("setpriv", f"--reuid={USER}", f"--regid={USER}", f"--groups={groups}" if groups else "--clear-groups")
+    return subprocess.run([*ids, SYSTEM_PYTHON, *args], capture_output=True, text=True, timeout=60, env=env, cwd="/")
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory another user can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="wtfs-cache-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_group_member_reads_copies_not_records(public_dir: Path) -> None:
+    """The records hold sources as given (user:pass@host): with cache_group the copies are the
+    group's, the database stays the owner's, and `wtfs cache ls` says so in one line."""
+    users = grp.getgrnam("users").gr_gid
+    cache = HostCache(public_dir / "cache", users)
+    cache.prepare()
+    ref = ObjectRef.for_source("http://user:secret@127.0.0.1:9/f", 1, None)
+    records = CacheRecords(cache.db_path, 30.0)
+    claim = records.claim(ref, "d", "s", lambda _: False)
+    assert claim.transfer_id is not None
+    records.finish(claim.transfer_id, ref, 1, 4096)
+    records.close()
+    fd, temp = cache.open_temp(ref, "d", 1)
+    os.write(fd, b"x")
+    cache.commit(fd, temp, ref, 1)
+    os.close(fd)
+    read = "import sys; print(open(sys.argv[1], 'rb').read())"
+    assert as_user(str(users), "-c", read, str(cache.path_for(ref.id))).stdout == "b'x'\n"
+    denied = as_user(str(users), "-c", read, str(cache.db_path))
+    assert "PermissionError" in denied.stderr and "secret" not in denied.stdout
+    listed = as_user(str(users), "-m", "wtfs", "cache", "ls", "--cache-dir", str(cache.root))
+    assert (listed.returncode, listed.stdout) == (1, "")
+    assert (
+        listed.stderr
+        == f"wtfs: {cache.root}: this user (uid {USER}) may not read its records (its owner or root may)\n"
+    )
+
+
+def test_a_cache_group_this_user_is_not_in_is_one_error() -> None:
+    """Only root may give files a group it is not in: refused before anything is made (a real
+    unprivileged process; it cannot mount here, /dev/fuse being root's, so the check is called)."""
+    check = "from wtfs.dm.cache import group_id\ntry: print(group_id('users'))\nexcept Exception as e: print(repr(e))"
+    users = grp.getgrnam("users").gr_gid
+    outside = as_user("", "-c", check)
+    assert outside.stdout == f"SpecError(\"cache_group: 'users': this user (uid {USER}) is not in that group\")\n"
+    assert as_user(str(users), "-c", check).stdout == f"{users}\n"
 
 
 @pytest.mark.fuse

@@ -378,6 +378,41 @@ def test_a_file_changed_while_sent_is_reported_then_republished(
     assert_published(girder.alice, folder, {"grows.bin": (tmp_path / "src" / "grows.bin").read_bytes()})
 
 
+def test_links_and_a_fifo_swapped_in_are_left_out_without_hanging(
+    girder: Girder, folder: str, tmp_path: Path, state: Path, small_chunks: None
+) -> None:
+    """As root (as the daemon publishing a run): links present at the scan, and a link and a
+    FIFO swapped in for scanned files while an earlier file uploads, publish nothing of theirs."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret").write_bytes(b"root-only bytes\n")
+    big = os.urandom(32 * MiB)
+    src = tmp_path / "src"
+    make_tree(src, {"a.bin": big, "b.txt": b"scanned b\n", "c.txt": b"scanned c\n"})
+    (src / "link").symlink_to(private / "secret")
+    (src / "linkdir").symlink_to(private)
+    os.mkfifo(src / "pipe")
+    command = [*WTFS, "publish", str(src), "--girder-url", girder.url, "--api-key-env", KEY_ENV, "--folder-id", folder]
+    journal = journal_path(src, girder.url, f"folder:{folder}")
+    proc = subprocess.Popen([*command, "--jobs", "1", "--chunk-size", str(MiB)], stderr=subprocess.PIPE, text=True)
+    try:  # one job: b.txt and c.txt are opened only once a.bin is done
+        wait_for(lambda: uploading_offset(journal), timeout=60, interval=0.005, what="a.bin under way")
+        (src / "b.txt").unlink()
+        (src / "b.txt").symlink_to(private / "secret")
+        (src / "c.txt").unlink()
+        os.mkfifo(src / "c.txt")  # opened by path, it would block forever: no writer
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr
+    assert stderr.splitlines() == [
+        *(f"wtfs: publish: {name}: not a regular file or directory, left out" for name in ("link", "linkdir", "pipe")),
+        "wtfs: publish: b.txt: replaced by a symbolic link since it was scanned; left out",
+        "wtfs: publish: c.txt: not a regular file",
+    ]
+    assert_published(girder.alice, folder, {"a.bin": big})  # nothing else, the secret nowhere
+
+
 def test_a_folder_without_write_access_is_one_line(girder: Girder, tmp_path: Path, state: Path) -> None:
     collection = girder.admin.createCollection(f"ro-{uuid.uuid4().hex[:8]}", public=True)
     readable = girder.admin.createFolder(collection["_id"], "readable", parentType="collection", public=True)

@@ -155,6 +155,23 @@ def test_locks_released_after_sigterm_or_crash(
     assert session_id in [s["_id"] for s in girder.alice.get("dm/session")]  # not ours to delete
 
 
+def test_a_mount_with_another_cache_keeps_the_locks_of_live_mounts(
+    session: Session, girder: Girder, data_folder: dict[str, Any]
+) -> None:
+    """A mount cannot see the daemons of another host cache: it leaves their locks alone."""
+    dataset = json.dumps([{"itemId": data_folder["plain"], "mountPath": "/plain.txt"}])
+    session_id = girder.alice.post("dm/session", parameters={"dataSet": dataset})["_id"]
+    first = session.mount(wt_spec(session, girder, [], session_id=session_id))
+    with open(first.data / "plain.txt", "rb") as held:
+        assert len(server_locks(girder, session_id)) == 1
+        settings = {"api_url": girder.url, "api_key_env": KEY_ENV, "session_id": session_id}
+        other = session.spec([], name="other", cache_dir=str(session.root / "other-cache"), wholetale=settings)
+        session.mount(other, where="other")
+        assert len(server_locks(girder, session_id)) == 1  # still the first mount's
+        assert held.read() == b"uploaded bytes\n"
+    wait_for(lambda: server_locks(girder, session_id) == [], what="the lock released at close")
+
+
 def test_concurrent_opens_of_an_uncached_item(session: Session, girder: Girder, data_folder: dict[str, Any]) -> None:
     m = session.mount(wt_spec(session, girder, [{"mountPath": "/remote.bin", "itemId": data_folder["remote"]}]))
     with ThreadPoolExecutor(4) as pool:

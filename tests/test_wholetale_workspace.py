@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from tests.girder.fixtures import KEY_ENV, DroppingProxy, Girder
 from tests.mounting import Mount, wait_for, wtfs
 from tests.test_wholetale import REMOTE, data_folder, lock_count, tale  # noqa: F401 - fixtures
 from wtfs import posix
+from wtfs.errors import DiskFull
+from wtfs.store.writeback import WriteBack
 
 pytestmark = pytest.mark.fuse
 
@@ -116,6 +119,55 @@ def test_write_rename_delete_reach_the_server(session: Session, girder: Girder, 
     assert (again.path / "workspace" / "sub" / "moved.bin").read_bytes() == big
 
 
+def test_renamed_while_open_is_uploaded_under_its_new_name(session: Session, girder: Girder, tale: str) -> None:  # noqa: F811
+    """Editors save by write, rename, close: the kernel's release comes after the rename."""
+    ws = workspace_id(girder, tale)
+    m = session.mount(spec(session, girder.url, tale))
+    work = m.path / "workspace"
+    fd = os.open(work / "draft.tmp", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"saved ")
+        os.rename(work / "draft.tmp", work / "notes.txt")
+        os.fsync(fd)  # uploads under the new name, now
+        assert on_server(girder, ws) == {"notes.txt": sha(b"saved ")}
+        os.write(fd, b"and closed\n")
+    finally:
+        os.close(fd)
+    wait_for(lambda: on_server(girder, ws) == {"notes.txt": sha(b"saved and closed\n")}, what="the upload at close")
+    assert os.listdir(work) == ["notes.txt"]
+
+
+@pytest.fixture
+def small_state(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs as the state directory: the journal's disk fills up."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(state)], check=True)
+    yield state
+    subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def test_a_full_state_directory_is_enospc(small_state: Path, tmp_path: Path) -> None:
+    """Journal and copies fail as ENOSPC (the view's errno, the uploader's retry), not as an
+    unexpected error; a copy filled from another filesystem (the host cache) works."""
+    journal = WriteBack(small_state / "ws")
+    (tmp_path / "landed").write_bytes(b"the server's bytes\n")
+    with open(tmp_path / "landed", "rb") as landed:
+        row = journal.start("landed.txt", "v1", landed.fileno())
+    assert journal.copy_path(row).read_bytes() == b"the server's bytes\n"
+    filler = os.open(small_state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    with pytest.raises(OSError) as filled:
+        while True:
+            os.write(filler, bytes(65536))
+    os.close(filler)
+    assert filled.value.errno == errno.ENOSPC
+    with pytest.raises(DiskFull) as full:
+        journal.start("new.txt", "", None)
+    assert full.value.errno == errno.ENOSPC
+    assert os.listdir(journal.copies) == [row.copy]  # no orphan copy left
+    journal.close()
+
+
 def test_changed_on_the_server_is_not_overwritten(session: Session, girder: Girder, tale: str) -> None:  # noqa: F811
     ws = workspace_id(girder, tale)
     girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"v1\n"), "notes.txt", 3)
@@ -127,8 +179,11 @@ def test_changed_on_the_server_is_not_overwritten(session: Session, girder: Gird
         girder.alice.delete(f"item/{item['_id']}")
         girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"theirs\n"), "notes.txt", 7)
         handle.write(b"mine\n")
+        handle.flush()
+        os.fsync(handle.fileno())  # the conflict copy goes up while the file is still open...
+        handle.write(b"more\n")  # ...and what is written after it follows it
     conflict = f"notes.txt (conflict from {os.uname().nodename})"
-    expected = {"notes.txt": sha(b"theirs\n"), conflict: sha(b"v1\nmine\n")}
+    expected = {"notes.txt": sha(b"theirs\n"), conflict: sha(b"v1\nmine\nmore\n")}
     wait_for(lambda: on_server(girder, ws) == expected, what="the conflict copy beside theirs")
     assert "changed on the server since it was read" in m.log.read_text()
 

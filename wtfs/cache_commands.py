@@ -76,6 +76,10 @@ def open_records(cache: HostCache) -> CacheRecords:
         raise AccessDenied(f"{cache.root}: this user (uid {os.getuid()}) may not read this cache") from None
     except OSError:
         raise NotFound(f"{cache.root}: no wtfs cache here") from None
+    if not os.access(cache.db_path, os.R_OK | os.W_OK):  # 0600 even with cache_group: it holds sources
+        raise AccessDenied(
+            f"{cache.root}: this user (uid {os.getuid()}) may not read its records (its owner or root may)"
+        )
     return CacheRecords(cache.db_path, lease=30.0)
 
 

@@ -7,6 +7,7 @@ handles released (their locks go), the data manager retired (its records finishe
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from .errors import AccessDenied, MountError, SpecError, WtfsError
 from .fs import FsCore, Presentation
 from .fs.adapter import Operations
 from .log import mask_credentials, reopen_log
+from .objects import ObjectRef
 from .providers import HttpProvider, default_providers
 from .providers.girder import GirderProvider
 from .providers.globus import GlobusProvider, check_staging, transfer_client
@@ -212,7 +214,14 @@ async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
         dm, catalog = backend.dm, backend.catalog
         session: Session | None = None
         try:
-            context = DataContext(dm, owner=f"{spec.name}@{mountpoint}", ttl=spec.metadata_ttl)
+            context = DataContext(
+                dm,
+                owner=f"{spec.name}@{mountpoint}",
+                ttl=spec.metadata_ttl,
+                streaming=dm if isinstance(dm, EmbeddedDataManager) else None,
+                stream=_stream_rule(spec),
+                prefetch_dir=_dir_prefetch(dm, spec.prefetch_dir),
+            )
             data = DataDir(catalog, context)
 
             async def status() -> dict[str, Any]:
@@ -233,6 +242,14 @@ async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
         finally:
             await (session.close() if session is not None else _shielded(dm.stop()))
             nursery.cancel_scope.cancel()
+
+
+def _dir_prefetch(dm: object, limit: int) -> Callable[[list[ObjectRef]], None] | None:
+    """``prefetch_dir``: a directory's first listing lands its files, at most ``limit`` at once
+    (the embedded data manager's; in WholeTale mode prefetching is the server's business)."""
+    if limit <= 0 or not isinstance(dm, EmbeddedDataManager):
+        return None
+    return functools.partial(dm.prefetch_all, limit=limit)
 
 
 async def _shielded(work: Awaitable[None]) -> None:
@@ -360,6 +377,20 @@ async def _embedded_backend(spec: Spec, mountpoint: str, client: httpx.AsyncClie
             await dm.stop()
         raise
     return Backend(dm, catalog, lambda: _session_trees(spec, nursery), warnings)
+
+
+def _stream_rule(spec: Spec) -> Callable[[str], bool]:
+    """Whether a file of data/ (by its path) is read before it lands: its entry's ``stream``, else
+    the spec's."""
+    rules = [(f"data{entry.mount_path}", entry.stream) for entry in spec.dataset if entry.stream is not None]
+
+    def stream(path: str) -> bool:
+        for prefix, value in rules:
+            if path == prefix or path.startswith(prefix + "/"):
+                return value
+        return spec.stream
+
+    return stream
 
 
 def _globus(spec: Spec, settings: GlobusSettings) -> GlobusProvider:

@@ -29,7 +29,7 @@ BIG = 1024**3
 REPEAT = 3
 EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
 #: Modules of tests/bench/ whose SECTIONS (functions returning printed lines) run after these.
-EXTRA_SECTIONS = ("cache", "transfer", "metadata", "publish", "wholetale_workspace")
+EXTRA_SECTIONS = ("cache", "transfer", "metadata", "publish", "wholetale_workspace", "smallfiles")
 
 
 def timed(fn: Callable[[], object]) -> float:

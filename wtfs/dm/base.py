@@ -27,13 +27,24 @@ def requested_by(pid: int) -> Iterator[None]:
         REQUESTER.reset(token)
 
 
+class Streaming(Protocol):
+    """A transfer still running, as a streaming reader sees it (``stream``)."""
+
+    async def ready(self, offset: int, length: int, requester: int) -> None:
+        """Return once [offset, offset+length) is written (or the transfer ended); raise the
+        transfer's failure, also after bytes were served (the reads of it fail from then on)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Lock:
-    """A held lock: while it exists, ``path`` is a complete cached copy that is never evicted."""
+    """A held lock: while it exists, ``path`` is a complete cached copy that is never evicted;
+    or, with ``stream``, the copy still being written, whose bytes are read only once ready."""
 
     id: str
     obj: ObjectRef
     path: str
+    stream: Streaming | None = None
 
 
 class DataManager(Protocol):
@@ -57,6 +68,12 @@ class DataManager(Protocol):
 
     def interrupt(self) -> None:
         """Shutting down: every waiting ``lock`` call fails with Interrupted at once."""
+        ...
+
+
+class StreamingDataManager(DataManager, Protocol):
+    async def lock_streaming(self, obj: ObjectRef, owner: str) -> Lock:
+        """Lock ``obj`` and return once its transfer started (``Lock.stream`` set) or it landed."""
         ...
 
 

@@ -4,7 +4,8 @@ A copy becomes visible only by rename after fsync and verification, so a partial
 served nor counted as cached. Everything here is private to the daemon's user: data sets and
 their sources are nobody else's business (directories 0700, files 0600). With ``cache_group``
 the group's members may read the copies too: directories 0750 and setgid (what is made inside
-takes the group), files 0640, all of that group.
+takes the group), copies 0640, all of that group. The database stays 0600 whatever the group:
+its records hold sources as given (a URL's ``user:pass@``) and transfer errors.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ GROUP_DIR_MODE = 0o2750
 GROUP_FILE_MODE = 0o640
 #: ``HostCache(group=AS_FOUND)``: keep the group the cache has (its root is setgid), or none.
 AS_FOUND = -1
-#: The database and the files SQLite keeps beside it (they take the database's mode when made).
+#: The database and the files SQLite keeps beside it (they take the database's mode when made);
+#: always FILE_MODE, never the group's.
 DB_SUFFIXES = ("", "-wal", "-shm")
 
 
@@ -45,13 +47,17 @@ def tighten(path: Path | str, mode: int) -> bool:
 
 
 def group_id(name: str) -> int:
-    """The gid of ``cache_group`` (a name, or a number)."""
+    """The gid of ``cache_group`` (a name, or a number), checked before anything is made: only
+    root may give files a group it is not in (else every chown would fail mid-mount)."""
     try:
-        return grp.getgrnam(name).gr_gid
+        gid = grp.getgrnam(name).gr_gid
     except KeyError:
-        if name.isdigit():
-            return int(name)
-        raise SpecError("cache_group", "", f"no group named {name!r} on this host") from None
+        if not name.isdigit():
+            raise SpecError("cache_group", "", f"no group named {name!r} on this host") from None
+        gid = int(name)
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        raise SpecError("cache_group", "", f"{name!r}: this user (uid {os.geteuid()}) is not in that group")
+    return gid
 
 
 def settle(path: Path | str, mode: int, group: int | None) -> bool:
@@ -99,9 +105,9 @@ class HostCache:
         return FILE_MODE if self.group is None else GROUP_FILE_MODE
 
     def prepare(self) -> int:
-        """Make the directories and the database file private (to the owner, or to the owner and
-        the cache's group); returns how many existing paths had looser modes and were tightened
-        (a cache made by an older wtfs, or shared more widely before)."""
+        """Make the directories private (to the owner, or to the owner and the cache's group) and
+        the database the owner's alone; returns how many existing paths had looser modes and were
+        tightened (a cache made by an older wtfs, or shared more widely before)."""
         tightened = 0
         for directory in (self.root, self.objects, self.tmp):
             directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -114,8 +120,8 @@ class HostCache:
         for shard in os.scandir(self.objects):  # at most 256 shards; their files: see ``scan``
             tightened += shard.is_dir(follow_symlinks=False) and settle(shard.path, self.dir_mode, self.group)
         os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, FILE_MODE))  # before SQLite makes it 0644
-        for suffix in DB_SUFFIXES:
-            tightened += settle(f"{self.db_path}{suffix}", self.file_mode, self.group)
+        for suffix in DB_SUFFIXES:  # a group given 0640 by an older wtfs loses it
+            tightened += tighten(f"{self.db_path}{suffix}", FILE_MODE)
         return tightened
 
     @property

@@ -1,8 +1,9 @@
 """The embedded data manager: locks, transfers and the host cache on local disk.
 
-``lock`` waits until the object's copy has landed. One transfer per object: within this daemon
-concurrent locks join one landing; across daemons the SQLite claim decides who fetches and the
-others poll its record. No pyfuse3 here.
+``lock`` waits until the object's copy has landed (``lock_streaming`` only until its transfer
+started: reads then wait for their bytes, ``dm/streaming.py``). One transfer per object: within
+this daemon concurrent locks join one landing; across daemons the SQLite claim decides who
+fetches and the others poll its record. No pyfuse3 here.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .gc import GcReport
 from .partials import Partial, open_partial
 from .records import CacheRecords, Claim, Standing, TransferStatus
 from .report import status_report
+from .streaming import Streamed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +64,8 @@ class _Landing:
     done: trio.Event = field(default_factory=trio.Event)
     path: str = ""
     error: WtfsError | None = None
+    started: trio.Event = field(default_factory=trio.Event)  # a transfer runs here, or done
+    streamed: Streamed | None = None  # that transfer, for streaming readers
 
 
 class EmbeddedDataManager:
@@ -91,13 +95,14 @@ class EmbeddedDataManager:
         self._running: dict[str, tuple[int, int | None]] = {}  # object id -> (bytes, size), for xattrs
         self._waiters: set[trio.CancelScope] = set()
         self._held: dict[str, Lock] = {}
-        self._in_place_fds: dict[str, int] = {}  # lock id -> descriptor of a local source served in place
+        self._in_place_fds: dict[str, int] = {}  # lock id -> descriptor of a local source or a streamed partial
         self._lock_rows: dict[str, tuple[str, str]] = {}  # lock id -> (object id, owner), as recorded
         self._fills: dict[int, trio.CancelScope] = {}  # this daemon's running transfers
         self._tick = self._resumed_at = -float("inf")  # housekeeping's last tick, the last pause's end
         self._closing = False
         self._housekeeper = trio.CancelScope()
         self._housekeeper_done = trio.Event()
+        self._dir_prefetch: trio.CapacityLimiter | None = None  # prefetch_all's slots, shared by all calls
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -230,14 +235,23 @@ class EmbeddedDataManager:
     # -- locks ------------------------------------------------------------------------------
 
     async def lock(self, obj: ObjectRef, owner: str) -> Lock:
+        return await self._lock(obj, owner, stream=False)
+
+    async def lock_streaming(self, obj: ObjectRef, owner: str) -> Lock:
+        return await self._lock(obj, owner, stream=True)
+
+    async def _lock(self, obj: ObjectRef, owner: str, stream: bool) -> Lock:
         if self._closing:
             raise Interrupted("wtfs is shutting down")
         lock_id = uuid.uuid4().hex
         await self._db(self.records.add_lock, lock_id, obj.id, self.session, owner, self.daemon_id)
         self._lock_rows[lock_id] = (obj.id, owner)
+        streamed: Streamed | None = None
         try:
             in_place = self.providers.in_place(obj)
-            if in_place is None:
+            if in_place is None and stream:
+                path, streamed = await self._started(lock_id, obj)
+            elif in_place is None:
                 path = await self._landed(obj)
             else:
                 path, obj = await self._open_in_place(lock_id, in_place, obj)
@@ -247,7 +261,7 @@ class EmbeddedDataManager:
                 if self._records is not None:
                     await self._db(self._records.remove_lock, lock_id)
             raise
-        lock = Lock(lock_id, obj, path)
+        lock = Lock(lock_id, obj, path, streamed)
         self._held[lock_id] = lock
         return lock
 
@@ -265,6 +279,36 @@ class EmbeddedDataManager:
             raise Interrupted("wtfs is shutting down")
         if self.providers.in_place(obj) is None:  # a local file is there already
             self._landing_of(obj)
+
+    def prefetch_all(self, objs: list[ObjectRef], limit: int) -> None:
+        """Land every one of ``objs`` as ``prefetch`` does, at most ``limit`` landings started
+        here at once across all calls (``prefetch_dir``: a directory's first listing); returns at
+        once. The first call's limit holds for the daemon's life (one per mount)."""
+        if self._closing or not objs:
+            return
+        if self._dir_prefetch is None:
+            self._dir_prefetch = trio.CapacityLimiter(limit)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._prefetch_bounded, objs, self._dir_prefetch)
+
+    async def _prefetch_bounded(self, objs: list[ObjectRef], slots: trio.CapacityLimiter) -> None:
+        async with trio.open_nursery() as nursery:
+            for obj in objs:
+                slot = object()  # the borrower: an object may be listed twice, or in two listings
+                await slots.acquire_on_behalf_of(slot)
+                if self._closing:
+                    slots.release_on_behalf_of(slot)
+                    return
+                nursery.start_soon(self._prefetch_one, obj, slots, slot)
+
+    async def _prefetch_one(self, obj: ObjectRef, slots: trio.CapacityLimiter, slot: object) -> None:
+        """One slot for the whole landing (joined if one runs already); its failure is its
+        record's, shown by ``state``, as for ``prefetch``."""
+        try:
+            if self.providers.in_place(obj) is None:
+                await self._landing_of(obj).done.wait()
+        finally:
+            slots.release_on_behalf_of(slot)
 
     async def state(self, obj: ObjectRef) -> str:
         """``cached``, ``transferring N%`` or ``remote`` (the ``user.wtfs.state`` xattr)."""
@@ -293,25 +337,42 @@ class EmbeddedDataManager:
         return landing
 
     async def _landed(self, obj: ObjectRef) -> str:
-        """Join (or start) this daemon's landing of ``obj`` and wait for it, watching the process
-        that asks (``REQUESTER``): a signal that would interrupt it ends its wait, not the landing."""
+        """Join (or start) this daemon's landing of ``obj`` and wait for it."""
         landing = self._landing_of(obj)
+        await self._await(obj, landing.done)
+        if landing.error is not None:
+            raise landing.error
+        return landing.path
+
+    async def _started(self, lock_id: str, obj: ObjectRef) -> tuple[str, Streamed | None]:
+        """Join (or start) the landing of ``obj`` and wait until its transfer runs here: the lock
+        holds a descriptor on the partial (the view opens this very file, also once it is renamed
+        into place or removed). A copy cached already, or fetched by another daemon, is waited for."""
+        landing = self._landing_of(obj)
+        await self._await(obj, landing.started)
+        streamed = landing.streamed
+        if streamed is None or not streamed.open or landing.done.is_set():
+            return await self._landed(obj), None
+        fd = os.dup(streamed.partial.fd)
+        self._in_place_fds[lock_id] = fd
+        return f"/proc/self/fd/{fd}", streamed
+
+    async def _await(self, obj: ObjectRef, event: trio.Event) -> None:
+        """Wait for ``event`` of a landing, watching the process that asks (``REQUESTER``): a
+        signal that would interrupt it ends its wait, not the landing."""
         requester = REQUESTER.get()
         with trio.CancelScope() as scope:
             self._waiters.add(scope)
             try:
-                while not landing.done.is_set():
+                while not event.is_set():
                     with trio.move_on_after(REQUESTER_POLL if requester else math.inf):
-                        await landing.done.wait()
-                    if not landing.done.is_set() and procfs.interrupted(requester):
+                        await event.wait()
+                    if not event.is_set() and procfs.interrupted(requester):
                         raise CallerInterrupted(f"{mask_credentials(obj.source)}: the waiting process was interrupted")
             finally:
                 self._waiters.discard(scope)
         if scope.cancelled_caught:
             raise Interrupted(f"{obj.source}: wtfs is shutting down")
-        if landing.error is not None:
-            raise landing.error
-        return landing.path
 
     async def _land(self, obj: ObjectRef, landing: _Landing) -> None:
         try:
@@ -324,6 +385,7 @@ class EmbeddedDataManager:
         finally:
             del self._landings[obj.id]
             landing.done.set()
+            landing.started.set()
 
     async def _land_once(self, obj: ObjectRef) -> str:
         gc_tried = restarted = False
@@ -425,8 +487,15 @@ class EmbeddedDataManager:
         if partial.offset:
             log.info("resuming %s at byte %d", mask_credentials(obj.source), partial.offset)
         self._running[obj.id] = (partial.offset, obj.size)
+        streamed = self._streamed(obj, partial)
         try:
-            path, size, disk_bytes = await self._fill(obj, transfer_id, provider, partial)
+            path, size, disk_bytes = await self._fill(obj, transfer_id, provider, partial, streamed)
+        except BaseException as exc:  # before the partial is closed: no reader takes it after
+            ended = exc if isinstance(exc, WtfsError) else Interrupted(f"{obj.source}: the transfer was interrupted")
+            streamed.end(ended)
+            raise
+        else:
+            streamed.end(None)
         finally:
             self._progress.pop(transfer_id, None)
             self._running.pop(obj.id, None)
@@ -437,8 +506,17 @@ class EmbeddedDataManager:
         self._nursery.start_soon(self.collect)
         return str(path)
 
+    def _streamed(self, obj: ObjectRef, partial: Partial) -> Streamed:
+        """This transfer as streaming readers see it, shown to those waiting on its landing."""
+        streamed = Streamed(obj.source, obj.size, partial, self.stall_timeout, self._waiters)
+        landing = self._landings.get(obj.id)
+        if landing is not None:
+            landing.streamed = streamed
+            landing.started.set()
+        return streamed
+
     async def _fill(
-        self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: Partial
+        self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: Partial, streamed: Streamed
     ) -> tuple[Path, int, int]:
         """Fetch into the partial and commit it; on failure the partial is closed and removed (so a
         full disk is freed before the failure is recorded) and the failure recorded. A transfer
@@ -446,13 +524,14 @@ class EmbeddedDataManager:
         watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
         sink = Sink(
             partial.fd,
-            lambda n: self._on_progress(watchdog, transfer_id, obj.id, n, sink),
+            lambda n: self._on_progress(watchdog, transfer_id, obj.id, n, sink, streamed),
             str(partial.path),
             offset=partial.offset,
             validator=partial.validator,
             parts=[Part(start, pos, end, pos) for start, pos, end in partial.parts] if partial.parts else None,
             on_state=lambda state: partial.remember(obj.source, state.validator, _ranges(state.parts)),
         )
+        streamed.sink = sink
         try:
             with _disk_full_is_nospace(obj, self.cache.root):
                 with watchdog:
@@ -475,10 +554,13 @@ class EmbeddedDataManager:
             await self._record_failure(partial, transfer_id, obj, status, error, None, keep=cancelled)
             raise
 
-    def _on_progress(self, watchdog: trio.CancelScope, transfer_id: int, obj_id: str, done: int, sink: Sink) -> None:
+    def _on_progress(
+        self, watchdog: trio.CancelScope, transfer_id: int, obj_id: str, done: int, sink: Sink, streamed: Streamed
+    ) -> None:
         watchdog.deadline = trio.current_time() + self.stall_timeout
         self._progress[transfer_id] = (done, sink.expected_size)
         self._running[obj_id] = (done, sink.expected_size)
+        streamed.progressed(done)
 
     async def _record_failure(
         self,

@@ -6,12 +6,14 @@ basic flow. ``lock`` = ``POST /dm/lock`` then poll ``GET /dm/fs/{item}/raw`` (0.
 sees the private storage, else a copy in the host cache, landed and locked by the same embedded
 data manager every other source uses (records, leases, one transfer per host, GC), from
 ``/dm/lock/{id}/download``. ``unlock`` = ``DELETE /dm/lock/{id}``. Every lock this mount takes is
-released on stop; its owner id is this host and its daemon id, so any mount started on the host
-deletes the locks of dead mounts (a daemon id whose lease in the host cache lapsed).
+released on stop; its owner id is this host, its host cache and its daemon id, so any mount
+started on the host with the same cache deletes the locks of dead mounts (a daemon id that cache no
+longer knows), and leaves those of other caches (whose daemons it cannot see) alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,7 +29,7 @@ import trio
 from ..catalog.girder_api import GirderApi, Unreachable, path_id
 from ..catalog.wholetale import WS_SCHEME, WT_SCHEME, download
 from ..config import CacheSettings, Entry
-from ..errors import AccessDenied, Interrupted, Stalled, TransferFailed, WtfsError
+from ..errors import AccessDenied, Interrupted, NotFound, Stalled, TransferFailed, WtfsError
 from ..objects import ObjectRef
 from ..providers import Providers
 from ..providers.wholetale import WholeTaleProvider, WorkspaceProvider
@@ -72,7 +74,8 @@ class WholeTaleDataManager:
         )
         self.private_storage = host.private_storage
         self.host = owner
-        self.owner = f"{owner}:{self.local.daemon_id}"  # owner id = host + daemon id
+        self._stale_prefix = f"{owner}:{cache_tag(host.cache_dir)}:"  # this host's mounts with this cache
+        self.owner = f"{self._stale_prefix}{self.local.daemon_id}"
         self.stall_timeout = stall_timeout
         self.session_id = session_id
         self.dataset = dataset
@@ -112,10 +115,11 @@ class WholeTaleDataManager:
         nursery.start_soon(self._follow)
 
     async def _release_stale(self) -> None:
-        """Delete the locks dead mounts of this host left behind, whatever their mountpoint: an
-        owner id of this host whose daemon no longer renews its lease in the host cache."""
-        live = await trio.to_thread.run_sync(_live_daemons, self.local.cache.db_path)
-        prefix = f"{self.host}:"
+        """Delete the locks dead mounts of this host and cache left behind, whatever their
+        mountpoint: an owner id of this cache whose daemon it no longer knows (a daemon paused past
+        its lease is still known; the host cache's start forgot the dead ones)."""
+        live = await trio.to_thread.run_sync(_known_daemons, self.local.cache.db_path)
+        prefix = self._stale_prefix
         stale = [
             lock
             for lock in await self.api.list_all("dm/lock", {}, "locks")
@@ -225,8 +229,10 @@ class WholeTaleDataManager:
     async def _relock(self) -> None:
         """The server is back: release what could not be released while it was away, and take
         the server's locks of what was opened meanwhile."""
-        while self._unreleased:
-            await self.api.call("DELETE", f"dm/lock/{self._unreleased.pop()}", what="lock")
+        for server_id in list(self._unreleased):
+            with contextlib.suppress(NotFound):  # already gone (another mount's stale-lock sweep)
+                await self.api.call("DELETE", f"dm/lock/{server_id}", what="lock")
+            self._unreleased.discard(server_id)  # forgotten once the server has no such lock
         for lock_id in [k for k, v in self._offline.items() if v is None]:
             lock = self._held.get(lock_id)
             if lock is None:
@@ -356,12 +362,17 @@ class WholeTaleDataManager:
         }
 
 
-def _live_daemons(db_path: Path) -> set[str]:
+def _known_daemons(db_path: Path) -> set[str]:
     records = CacheRecords(db_path, LEASE_SECONDS)
     try:
-        return records.live_daemon_ids()
+        return records.known_daemon_ids()
     finally:
         records.close()
+
+
+def cache_tag(cache_dir: Path) -> str:
+    """Which host cache a lock's owner belongs to (mounts with another cache cannot see its daemons)."""
+    return hashlib.sha256(os.path.abspath(cache_dir).encode()).hexdigest()[:8]
 
 
 def _sha256(path: str) -> str:

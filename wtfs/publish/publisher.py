@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from ..catalog.girder_api import Unreachable
+from ..confine import REFUSED_ERRNOS, open_file
 from ..errors import AccessDenied, Exists, TransferFailed, WtfsError
 from ..retry import Backoff
 from .journal import Journal, Record, State
@@ -64,17 +65,37 @@ def _hash_prefix(fd: int, digest: Any, size: int, chunk: int) -> None:
         digest.update(_pread(fd, min(chunk, size - start), start))
 
 
-def _read_whole(path: os.PathLike[str], size: int) -> tuple[bytes, str]:
-    with open(path, "rb") as handle:
-        data = _pread(handle.fileno(), size, 0)
+def _open_scanned(local: LocalFile) -> int:
+    """An fd on the very file the scan saw: walked to without following links, a regular file
+    (a FIFO swapped in must not block us), the same device, inode and size; else one line."""
+    try:
+        fd = open_file(str(local.path))
+    except OSError as exc:
+        if exc.errno in REFUSED_ERRNOS:
+            raise TransferFailed("replaced by a symbolic link since it was scanned; left out") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size) != (local.dev, local.ino, local.size):
+            raise TransferFailed("replaced or resized since it was scanned; publish it again")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_whole(fd: int, size: int) -> tuple[bytes, str]:
+    data = _pread(fd, size, 0)
     return data, hashlib.sha256(data).hexdigest()
 
 
-def _hash_file(path: os.PathLike[str], chunk: int) -> str:
+def _hash_file(fd: int, chunk: int) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    offset = 0
+    while block := os.pread(fd, chunk, offset):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 
@@ -172,25 +193,34 @@ class Publisher:
         record: Record | None = await _thread(self.journal.get, local.rel)
         if _unchanged(local, record, existing):
             return False
+        fd: int = await _thread(_open_scanned, local)
+        try:
+            return await self._send_file(local, fd, folder_id, existing, record)
+        finally:
+            os.close(fd)  # no thread still reads it: trio waits for its worker threads
+
+    async def _send_file(
+        self, local: LocalFile, fd: int, folder_id: str, existing: Doc | None, record: Record | None
+    ) -> bool:
         resuming = _resumable(local, record, existing)
-        if existing is not None and not resuming and await self._in_place(local, existing, record):
+        if existing is not None and not resuming and await self._in_place(local, fd, existing, record):
             return False
         if existing is None and local.size <= self.options.chunk_size:
-            doc, digest = await self._upload_whole(local, ("folder", folder_id), None)  # Girder makes the item
-            await self._finish(local, str(doc.get("itemId")), doc, digest)
+            doc, digest = await self._upload_whole(local, fd, ("folder", folder_id), None)  # Girder makes the item
+            await self._finish(local, fd, str(doc.get("itemId")), doc, digest)
             return True
         item = existing or await self.remote.create_item(folder_id, local.name, {"wtfs": self.options.wtfs_meta})
-        await self._upload(local, item, record if resuming else None, new=existing is None)
+        await self._upload(local, fd, item, record if resuming else None, new=existing is None)
         return True
 
-    async def _in_place(self, local: LocalFile, item: Doc, record: Record | None) -> bool:
+    async def _in_place(self, local: LocalFile, fd: int, item: Doc, record: Record | None) -> bool:
         """An item by that name exists: True if it holds these bytes; refused under --no-overwrite
         if it holds others (an empty item, or one of our unfinished uploads, is filled in)."""
         remote_sha = _sha256_of(item)
         if remote_sha is None and (record is not None or not await self.remote.item_files(str(item["_id"]))):
             return False  # ours, unfinished: upload into it
         if remote_sha is not None:
-            digest = await _thread(_hash_file, local.path, self.options.chunk_size)
+            digest = await _thread(_hash_file, fd, self.options.chunk_size)
             self.tally.counters.n_files_read += 1
             self.tally.counters.n_bytes_read += local.size
             if digest == remote_sha and item.get("meta", {}).get("size") == local.size:
@@ -205,20 +235,20 @@ class Publisher:
         file_id = str(files[0]["_id"]) if files else ""
         await _thread(self.journal.done, local.rel, local.size, local.mtime_ns, str(item["_id"]), file_id, digest)
 
-    async def _upload(self, local: LocalFile, item: Doc, record: Record | None, new: bool) -> None:
+    async def _upload(self, local: LocalFile, fd: int, item: Doc, record: Record | None, new: bool) -> None:
         item_id = str(item["_id"])
         upload_id, offset = await self._resume_point(record)
         if upload_id is None:
             files = [] if new else await self.remote.item_files(item_id)
             target = str(files[0]["_id"]) if files else None
             if local.size <= self.options.chunk_size:
-                doc, digest = await self._upload_whole(local, ("item", item_id), target)
-                return await self._finish(local, item_id, doc, digest)
+                doc, digest = await self._upload_whole(local, fd, ("item", item_id), target)
+                return await self._finish(local, fd, item_id, doc, digest)
             upload = await self.remote.start_upload(("item", item_id), target, local.name, local.size, None)
             upload_id, offset = str(upload["_id"]), 0
             await _thread(self.journal.uploading, local.rel, local.size, local.mtime_ns, item_id, upload_id, 0)
-        doc, digest = await self._send_chunks(local, item_id, upload_id, offset)
-        await self._finish(local, item_id, doc, digest)
+        doc, digest = await self._send_chunks(local, fd, item_id, upload_id, offset)
+        await self._finish(local, fd, item_id, doc, digest)
 
     async def _resume_point(self, record: Record | None) -> tuple[str | None, int]:
         """Girder's offset in the journal's upload, if Girder still has it."""
@@ -227,37 +257,39 @@ class Publisher:
         offset = await self.remote.upload_offset(record.upload_id)
         return (None, 0) if offset is None else (record.upload_id, offset)
 
-    async def _upload_whole(self, local: LocalFile, parent: tuple[str, str], target: str | None) -> tuple[Doc, str]:
+    async def _upload_whole(
+        self, local: LocalFile, fd: int, parent: tuple[str, str], target: str | None
+    ) -> tuple[Doc, str]:
         """A file of at most one chunk: read, hashed and sent in one request."""
-        data, digest = await _thread(_read_whole, local.path, local.size)
+        data, digest = await _thread(_read_whole, fd, local.size)
         self._count_read(len(data), whole=True)
         doc = await self.remote.start_upload(parent, target, local.name, local.size, data)
         self.tally.counters.n_bytes_processed += len(data)
         return doc, digest
 
-    async def _send_chunks(self, local: LocalFile, item_id: str, upload_id: str, offset: int) -> tuple[Doc, str]:
+    async def _send_chunks(
+        self, local: LocalFile, fd: int, item_id: str, upload_id: str, offset: int
+    ) -> tuple[Doc, str]:
         """From Girder's offset to the end; the journal follows each acknowledged chunk. While a
         chunk is sent, it is hashed and the next one read, in threads: the disk, the hash and
         the network overlap."""
         digest = hashlib.sha256()
         doc: Doc = {}
-        with open(local.path, "rb") as handle:
-            fd = handle.fileno()
-            await _thread(_hash_prefix, fd, digest, offset, self.options.chunk_size)  # Girder holds it
-            self._count_read(offset, whole=False)
-            data = await self._read(fd, local, offset)
-            while data:
-                following: list[bytes] = []
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_thread, digest.update, data)
-                    nursery.start_soon(self._read_into, following, fd, local, offset + len(data))
-                    doc = await self._chunk(upload_id, offset, data)
-                offset += len(data)
-                self.tally.counters.n_bytes_processed += len(data)
-                if offset < local.size:
-                    args = (local.rel, local.size, local.mtime_ns, item_id, upload_id, offset)
-                    await _thread(self.journal.uploading, *args)
-                data = following[0]
+        await _thread(_hash_prefix, fd, digest, offset, self.options.chunk_size)  # Girder holds it
+        self._count_read(offset, whole=False)
+        data = await self._read(fd, local, offset)
+        while data:
+            following: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_thread, digest.update, data)
+                nursery.start_soon(self._read_into, following, fd, local, offset + len(data))
+                doc = await self._chunk(upload_id, offset, data)
+            offset += len(data)
+            self.tally.counters.n_bytes_processed += len(data)
+            if offset < local.size:
+                args = (local.rel, local.size, local.mtime_ns, item_id, upload_id, offset)
+                await _thread(self.journal.uploading, *args)
+            data = following[0]
         return doc, digest.hexdigest()
 
     async def _read(self, fd: int, local: LocalFile, offset: int) -> bytes:
@@ -286,13 +318,13 @@ class Publisher:
             await attempt.pause()
         raise AssertionError("unreachable")
 
-    async def _finish(self, local: LocalFile, item_id: str, doc: Doc, digest: str) -> None:
+    async def _finish(self, local: LocalFile, fd: int, item_id: str, doc: Doc, digest: str) -> None:
         """Check Girder's size and that the file held still; only then set meta.sha256."""
         if not is_file(doc):
             raise TransferFailed("Girder did not complete the upload; publish it again")
         if int(doc.get("size", -1)) != local.size:
             raise TransferFailed(f"Girder holds {doc.get('size')} bytes, {local.size} were sent")
-        st = os.stat(local.path)
+        st = await _thread(os.fstat, fd)  # the file whose bytes were sent, not what its path names now
         if (st.st_size, st.st_mtime_ns) != (local.size, local.mtime_ns):
             await _thread(self.journal.pending, local.rel, st.st_size, st.st_mtime_ns)
             raise TransferFailed("changed while being uploaded; publish it again")

@@ -10,13 +10,22 @@ and, once sent, the sha256 of the bytes sent. Every change is one autocommitted 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from ..errors import DiskFull, WtfsError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -55,10 +64,31 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, PRIVATE_DIR)
 
 
-class WriteBack:
-    """Thread-safe (callers use worker threads): one connection behind a lock, autocommit."""
+def _journal_errors(method: Callable[Concatenate[WriteBack, P], T]) -> Callable[Concatenate[WriteBack, P], T]:
+    """SQLite's and the copies' failures (a full state directory, ...) as WtfsErrors: the view
+    answers them with their errno and the uploader logs them; neither ends the mount."""
 
+    @functools.wraps(method)
+    def wrapper(self: WriteBack, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            raise (DiskFull if full else WtfsError)(f"workspace journal in {self.root}: {exc}") from None
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise (DiskFull if full else WtfsError)(f"workspace copies in {self.root}: {exc.strerror or exc}") from None
+
+    return wrapper
+
+
+class WriteBack:
+    """Thread-safe (callers use worker threads): one connection behind a lock, autocommit. Every
+    method raises WtfsErrors only (``_journal_errors``)."""
+
+    @_journal_errors
     def __init__(self, root: Path) -> None:
+        self.root = root
         _private_dir(root)
         self.copies = root / "copies"
         _private_dir(self.copies)
@@ -78,16 +108,19 @@ class WriteBack:
     def copy_path(self, row: Pending) -> Path:
         return self.copies / row.copy
 
+    @_journal_errors
     def get(self, rel: str) -> Pending | None:
         with self._lock:
             row = self._db.execute("SELECT rel, copy, base, gen, open FROM pending WHERE rel = ?", (rel,)).fetchone()
         return None if row is None else Pending(row[0], row[1], row[2], row[3], bool(row[4]))
 
+    @_journal_errors
     def all(self) -> list[Pending]:
         with self._lock:
             rows = self._db.execute("SELECT rel, copy, base, gen, open FROM pending ORDER BY rel").fetchall()
         return [Pending(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
+    @_journal_errors
     def start(self, rel: str, base: str, fill: int | None) -> Pending:
         """A local copy for ``rel`` (the existing one, or a new one filled from ``fill``, a
         descriptor of the server's bytes, or empty); marked open for writing."""
@@ -96,13 +129,17 @@ class WriteBack:
             name = uuid.uuid4().hex
             fd = os.open(self.copies / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
             try:
-                if fill is not None:
-                    _copy_fd(fill, fd)
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            with self._lock:
-                self._db.execute("INSERT INTO pending VALUES (?, ?, ?, 1, 1)", (rel, name, base))
+                try:
+                    if fill is not None:
+                        _copy_fd(fill, fd)
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                with self._lock:
+                    self._db.execute("INSERT INTO pending VALUES (?, ?, ?, 1, 1)", (rel, name, base))
+            except BaseException:
+                remove_copy(self.copies / name)  # a full disk leaves no orphan copy behind
+                raise
         else:
             with self._lock:
                 self._db.execute("UPDATE pending SET open = open + 1, gen = gen + 1 WHERE rel = ?", (rel,))
@@ -110,6 +147,7 @@ class WriteBack:
         assert found is not None
         return found
 
+    @_journal_errors
     def closed(self, rel: str) -> Pending | None:
         """A writer closed: the row says the copy is complete. No fsync: a killed daemon's
         writes stay in the page cache (fsync on the file asks for more, and gets it)."""
@@ -119,11 +157,13 @@ class WriteBack:
             self._db.execute("UPDATE pending SET open = max(open - 1, 0), gen = gen + 1 WHERE rel = ?", (rel,))
         return self.get(rel)
 
+    @_journal_errors
     def reopened_all(self) -> None:
         """At start: no writer of a previous daemon is open any more."""
         with self._lock:
             self._db.execute("UPDATE pending SET open = 0")
 
+    @_journal_errors
     def uploaded(self, rel: str, gen: int, base: str) -> bool:
         """The server holds generation ``gen``: forget the row (True) unless changed since; then
         the next upload is based on what we just sent."""
@@ -133,20 +173,29 @@ class WriteBack:
                 self._db.execute("UPDATE pending SET base = ? WHERE rel = ?", (base, rel))
         return bool(done)
 
+    @_journal_errors
     def rebase(self, rel: str, base: str) -> None:
         """The server now holds what we sent: a later upload is based on it, not a conflict."""
         with self._lock:
             self._db.execute("UPDATE pending SET base = ? WHERE rel = ?", (base, rel))
 
+    @_journal_errors
     def rename(self, old: str, new: str) -> None:
-        """Rows follow their paths (a directory's rows too)."""
+        """Rows follow their paths (a directory's rows too); rows the move replaces go, copies too."""
+        if old == new:
+            return
         with self._lock:
-            self._db.execute("DELETE FROM pending WHERE rel = ? OR rel LIKE ? ESCAPE '\\'", (new, _below(new)))
+            where = "FROM pending WHERE rel = ? OR rel LIKE ? ESCAPE '\\'"
+            replaced = self._db.execute(f"SELECT copy {where}", (new, _below(new))).fetchall()
+            self._db.execute(f"DELETE {where}", (new, _below(new)))
             self._db.execute("UPDATE pending SET rel = ? WHERE rel = ?", (new, old))
             rows = self._db.execute("SELECT rel FROM pending WHERE rel LIKE ? ESCAPE '\\'", (_below(old),)).fetchall()
             for (rel,) in rows:
                 self._db.execute("UPDATE pending SET rel = ? WHERE rel = ?", (new + rel[len(old) :], rel))
+        for (copy,) in replaced:
+            remove_copy(self.copies / copy)
 
+    @_journal_errors
     def drop(self, rel: str) -> None:
         """The path was deleted: its row goes; its copy too once no writer holds it."""
         row = self.get(rel)
@@ -168,9 +217,22 @@ def _below(rel: str) -> str:
 
 
 def _copy_fd(src: int, dst: int) -> None:
+    """copy_file_range, or sendfile where the host cache is on another filesystem (EXDEV)."""
     offset = 0
+    ranged = True
     while True:
-        sent = os.copy_file_range(src, dst, 1 << 30, offset, offset)
+        try:
+            sent = os.copy_file_range(src, dst, 1 << 30, offset, offset) if ranged else _send(src, dst, offset)
+        except OSError as exc:
+            if not ranged or exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            ranged = False
+            continue
         if sent == 0:
             return
         offset += sent
+
+
+def _send(src: int, dst: int, offset: int) -> int:
+    os.lseek(dst, offset, os.SEEK_SET)
+    return os.sendfile(dst, src, offset, 1 << 30)

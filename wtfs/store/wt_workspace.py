@@ -28,7 +28,7 @@ import trio
 from ..catalog.girder import timestamp_ns
 from ..catalog.girder_api import GirderApi, Unreachable, path_id
 from ..catalog.wholetale import WS_SCHEME
-from ..errors import Exists, IsADirectory, NotADirectory, NotEmpty, NotFound, TransferFailed, WtfsError
+from ..errors import DiskFull, Exists, IsADirectory, NotADirectory, NotEmpty, NotFound, TransferFailed, WtfsError
 from ..objects import ObjectRef
 from ..publish.remote import Remote, is_file
 from ..retry import Backoff
@@ -272,6 +272,8 @@ class WorkspaceSync:
         self._wake = trio.Event()
         self._idle = trio.Event()
         self._failed: dict[str, int] = {}  # rel -> gen that failed for good (until changed)
+        #: The view's nodes follow a row the uploader moves (a conflict copy still being written).
+        self.on_moved: Callable[[str, str], None] = lambda old, new: None
 
     async def start(self, nursery: trio.Nursery) -> None:
         await trio.to_thread.run_sync(self.journal.reopened_all)
@@ -308,11 +310,11 @@ class WorkspaceSync:
         self._kick()
 
     async def flush(self, rel: str) -> None:
-        """fsync: upload now (still open for writing) and wait for the server's copy."""
-        async with self.lock_for(rel):
-            row = self.rows.get(rel)
-            if row is not None:
-                await self._upload(row)
+        """fsync: upload now (still open for writing) and wait for the server's copy. The caller
+        holds ``lock_for(rel)`` (it must know the path stays the file's while it waits)."""
+        row = self.rows.get(rel)
+        if row is not None:
+            await self._upload(row)
 
     async def dropped(self, rel: str) -> None:
         await trio.to_thread.run_sync(self.journal.drop, rel)
@@ -372,8 +374,8 @@ class WorkspaceSync:
                         if current is not None and not current.open:
                             with contextlib.suppress(Failed):
                                 await self._upload(current)
-            except Unreachable:
-                await next(retry).pause()  # the server is down: the rows wait, nothing is lost
+            except (Unreachable, DiskFull):
+                await next(retry).pause()  # the server is down or our disk full: the rows wait
                 continue
             retry = UPLOAD_RETRY.tries()
 
@@ -391,21 +393,38 @@ class WorkspaceSync:
             if target == row.rel:
                 await trio.to_thread.run_sync(self.journal.rebase, row.rel, entry.updated)
             await self.verify(entry, digest)
-        except Unreachable:
-            raise
-        except WtfsError as exc:
+            await self._sent(row, target, entry)
+        except (Unreachable, DiskFull):
+            raise  # for a while only: tried again
+        except (WtfsError, OSError) as exc:
             self._failed[row.rel] = row.gen  # not tried again until the file changes
-            log.error("workspace/%s: upload failed, the local copy is kept: %s", row.rel, exc)
-            failed = Failed(f"workspace/{row.rel}: {exc}")
-            failed.errno = exc.errno  # EACCES for a share we may not write, ...
+            reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            log.error("workspace/%s: upload failed, the local copy is kept: %s", row.rel, reason)
+            failed = Failed(f"workspace/{row.rel}: {reason}")
+            failed.errno = exc.errno or failed.errno  # EACCES for a share we may not write, ...
             raise failed from None
+
+    async def _sent(self, row: Pending, target: str, entry: WsEntry) -> None:
+        """The server holds the row's bytes at ``target``: the journal forgets what it can."""
         if target != row.rel:  # the conflict copy is on the server; the name keeps theirs
-            await self.dropped(row.rel)
+            current = self.rows.get(row.rel)
+            if current is not None and (current.open or current.gen != row.gen):
+                await self._keep_as(current, target, entry)  # still being written
+            else:
+                await self.dropped(row.rel)
             return
         done = await trio.to_thread.run_sync(self.journal.uploaded, row.rel, row.gen, entry.updated)
         if done:
-            remove_copy(self.journal.copy_path(row))
+            await trio.to_thread.run_sync(remove_copy, self.journal.copy_path(row))
         self._refresh(row.rel, await trio.to_thread.run_sync(self.journal.get, row.rel))
+
+    async def _keep_as(self, row: Pending, target: str, entry: WsEntry) -> None:
+        """A conflict copy still open for writing: its row (and the writer's node) moves to the
+        conflict name, based on what was just sent there, so later writes go there too."""
+        await self.renamed(row.rel, target)
+        await trio.to_thread.run_sync(self.journal.rebase, target, entry.updated)
+        self._refresh(target, await trio.to_thread.run_sync(self.journal.get, target))
+        self.on_moved(row.rel, target)
 
     async def _target(self, row: Pending) -> tuple[str, WsEntry | None]:
         """Where the row goes, and what is there now (a folder there: the server refuses it)."""

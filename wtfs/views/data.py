@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
 from ..catalog import CatalogDir, CatalogFile, CatalogLink, CatalogNode
 from ..dm import DataManager, Lock
+from ..dm.base import REQUESTER, Streaming, StreamingDataManager
 from ..errors import NoAttribute, NotFound, ReadOnly
 from ..objects import ObjectRef
 from .base import Attr, FdFile, Node, OpenFile, wants_write
@@ -27,6 +29,13 @@ class DataContext:
     #: object id -> its path in the mount (``data/…``), for the files opened or prefetched: what
     #: the mount's status shows for a transfer
     paths: dict[str, str] = field(default_factory=dict)
+    #: the data manager, where it serves reads before a copy lands; and whether a file (by its
+    #: path, ``data/…``) is read so (``stream``)
+    streaming: StreamingDataManager | None = None
+    stream: Callable[[str], bool] = lambda path: False
+    #: ``prefetch_dir``: given a directory's files on its first listing, starts landing them
+    #: (bounded); None when off
+    prefetch_dir: Callable[[list[ObjectRef]], None] | None = None
 
 
 def wrap(node: CatalogNode, ctx: DataContext, path: str) -> DataDir | DataFile | DataLink:
@@ -44,6 +53,7 @@ class DataDir(Node):
         self.key = ("data", cat)
         self.path = path
         self._nodes: dict[str, DataDir | DataFile | DataLink] = {}  # name -> its node, while its catalog node stays
+        self._listed = False  # listed once: prefetch_dir started then, never again
 
     async def attr(self) -> Attr:
         return Attr.directory(self.cat.mtime_ns, ttl=self.ctx.ttl)
@@ -61,7 +71,20 @@ class DataDir(Node):
         nodes: dict[str, DataDir | DataFile | DataLink] = {}
         listed: list[tuple[str, Node]] = [(name, self._node(name, children[name], nodes)) for name in sorted(children)]
         self._nodes = nodes  # names gone from the catalog are let go
+        if not self._listed:
+            self._listed = True
+            self._prefetch(nodes.values())
         return listed
+
+    def _prefetch(self, nodes: Iterable[DataDir | DataFile | DataLink]) -> None:
+        """``prefetch_dir``: land the files listed here. A file with a resolver is a local source
+        (served in place, checked at each open): nothing to fetch."""
+        if self.ctx.prefetch_dir is None:
+            return
+        files = [n for n in nodes if isinstance(n, DataFile) and n.cat.resolver is None]
+        for f in files:
+            self.ctx.paths[f.cat.obj.id] = f.path
+        self.ctx.prefetch_dir([f.cat.obj for f in files])
 
     def _node(
         self, name: str, child: CatalogNode, into: dict[str, DataDir | DataFile | DataLink]
@@ -126,13 +149,19 @@ class DataFile(Node):
         if wants_write(flags):
             raise ReadOnly("data/ is read-only")
         obj = await self.object()
-        lock = await self.ctx.dm.lock(obj, self.ctx.owner)
+        streaming = self.ctx.streaming if self.ctx.stream(self.path) else None
+        if streaming is not None:
+            lock = await streaming.lock_streaming(obj, self.ctx.owner)
+        else:
+            lock = await self.ctx.dm.lock(obj, self.ctx.owner)
         try:
             fd = await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.ctx.dm.unlock(lock)
             raise
+        if lock.stream is not None:
+            return StreamedCopy(fd, lock, self.ctx.dm, lock.stream)
         changed = lock.obj != obj
         if changed:  # a local file served in place changed since it was listed: show it as it is
             self.cat.obj, self.cat.mtime_ns = lock.obj, os.fstat(fd).st_mtime_ns
@@ -170,3 +199,18 @@ class CachedCopy(FdFile):
     async def release(self) -> None:
         await super().release()
         await self.dm.unlock(self.lock)
+
+
+class StreamedCopy(CachedCopy):
+    """A copy still being written (``stream``): each read waits until its range has landed,
+    then is served from the partial's bytes. The page cache is bypassed, so a read after the
+    transfer failed (a sha256 mismatch found at landing) gets its error, never kept pages."""
+
+    def __init__(self, fd: int, lock: Lock, dm: DataManager, stream: Streaming) -> None:
+        super().__init__(fd, lock, dm, size_known=False)
+        self.stream = stream
+        self.requester = REQUESTER.get()  # read requests name no process: watch the one that opened
+
+    async def read(self, offset: int, size: int) -> bytes:
+        await self.stream.ready(offset, size, self.requester)
+        return os.pread(self.fd, size, offset)

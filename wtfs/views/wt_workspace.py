@@ -14,6 +14,8 @@ import errno
 import itertools
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -39,6 +41,7 @@ class WsTree:
         self._serial = itertools.count(1)
         self.root = WsDir(self, "", next(self._serial))
         self.started_ns = time.time_ns()
+        sync.on_moved = self.moved
 
     def node(self, rel: str, is_dir: bool) -> WsNode:
         found = self.nodes.get(rel)
@@ -69,6 +72,8 @@ class WsNode(Node):
         self.tree = tree
         self.rel = rel
         self.key = ("wt-workspace", serial)
+        #: Unlinked or replaced by a rename: its path (and journal row) belong to another file now.
+        self.detached = False
 
 
 class WsDir(WsNode):
@@ -135,7 +140,9 @@ class WsDir(WsNode):
                 await self.tree.server.unlink(rel)
             elif not local:
                 raise NotFound(f"workspace/{rel}")
-        self.tree.nodes.pop(rel, None)
+            gone = self.tree.nodes.pop(rel, None)
+            if gone is not None:
+                gone.detached = True
 
     async def rename(self, name: str, new_parent: Node, new_name: str, flags: int) -> None:
         if not isinstance(new_parent, WsDir) or new_parent.tree is not self.tree:
@@ -158,8 +165,10 @@ class WsDir(WsNode):
                     raise IsADirectory(f"workspace/{new}")
                 await server.unlink(new)  # a file not yet uploaded replaces the server's
             await sync.renamed(old, new)
-        self.tree.nodes.pop(new, None)
-        self.tree.moved(old, new)
+            replaced = self.tree.nodes.pop(new, None)
+            if replaced is not None:
+                replaced.detached = True
+            self.tree.moved(old, new)  # before the lock goes: a release waiting on it sees ``new``
 
 
 class WsFile(WsNode):
@@ -220,7 +229,7 @@ class WsFile(WsNode):
         except BaseException:
             await sync.closed(self.rel)
             raise
-        return WsWriter(fd, self.rel, sync)
+        return WsWriter(fd, self)
 
     async def _read_server(self, entry: WsEntry | None = None) -> WsHandle:
         """The server's bytes, landed in the host cache (or already there)."""
@@ -242,20 +251,38 @@ class WsHandle(FdFile):
 
 
 class WsWriter(WsHandle):
-    """A descriptor on the local write-back copy; closing it hands the copy to the uploader."""
+    """A descriptor on the local write-back copy; closing it hands the copy to the uploader.
 
-    def __init__(self, fd: int, rel: str, sync: WorkspaceSync) -> None:
+    It holds the node, not the path: a file renamed while open (editors save by write, then
+    rename, and the kernel's release comes after) is closed and uploaded under its new name."""
+
+    def __init__(self, fd: int, node: WsFile) -> None:
         super().__init__(fd)
-        self.rel = rel
-        self.sync = sync
+        self.node = node
+        self.sync = node.tree.sync
 
     async def write(self, offset: int, data: bytes) -> int:
         return os.pwrite(self.fd, data, offset)
 
     async def fsync(self, datasync: bool) -> None:
         await trio.to_thread.run_sync(os.fsync, self.fd)
-        await self.sync.flush(self.rel)
+        async with _path_of(self.node) as rel:
+            if not self.node.detached:
+                await self.sync.flush(rel)
 
     async def release(self) -> None:
         os.close(self.fd)
-        await self.sync.closed(self.rel)
+        async with _path_of(self.node) as rel:
+            if not self.node.detached:  # else its row went with it
+                await self.sync.closed(rel)
+
+
+@asynccontextmanager
+async def _path_of(node: WsNode) -> AsyncIterator[str]:
+    """The node's path, its lock held: no rename moves the node meanwhile."""
+    while True:
+        rel = node.rel
+        async with node.tree.sync.lock_for(rel):
+            if node.rel == rel:
+                yield rel
+                return
