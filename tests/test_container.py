@@ -52,16 +52,21 @@ def shared_dir(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(mnts)], check=True)
 
 
-def test_a_container_user_works_in_a_host_mount_that_outlives_it(
-    session: Session, tmp_path: Path, shared_dir: Path
-) -> None:
+def user_session(session: Session, tmp_path: Path) -> tuple[Path, Path]:
+    """A spec with one local file in data/ and a workspace owned by the container's user."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("from the data set\n")
     ws = tmp_path / "ws"
     ws.mkdir()
     os.chown(ws, USER, USER)
-    spec = session.spec([{"mountPath": "/a.txt", "url": str(src / "a.txt")}], workspace=str(ws))
+    return session.spec([{"mountPath": "/a.txt", "url": str(src / "a.txt")}], workspace=str(ws)), ws
+
+
+def test_a_container_user_works_in_a_host_mount_that_outlives_it(
+    session: Session, tmp_path: Path, shared_dir: Path
+) -> None:
+    spec, ws = user_session(session, tmp_path)
     (shared_dir / "tale").mkdir()
     container = subprocess.Popen(
         [
@@ -93,13 +98,7 @@ def test_a_container_user_works_in_a_host_mount_that_outlives_it(
 
 def test_the_daemon_runs_inside_a_container_with_dev_fuse(session: Session, tmp_path: Path) -> None:
     """The other recipe: /dev/fuse and CAP_SYS_ADMIN given to the container, the mount its own."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.txt").write_text("from the data set\n")
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    os.chown(ws, USER, USER)
-    spec = session.spec([{"mountPath": "/a.txt", "url": str(src / "a.txt")}], workspace=str(ws))
+    spec, ws = user_session(session, tmp_path)
     mnt = tmp_path / "inside"
     mnt.mkdir()
     wtfs = Path(sys.executable).with_name("wtfs")

@@ -412,7 +412,7 @@ class EmbeddedDataManager:
                 if restarted or not self._paused_since(started):
                     raise
                 restarted = True  # once: a daemon starved again and again still answers
-                log.info("%s: restarting the transfer after the daemon was paused", mask_credentials(obj.source))
+                log.info("%s: restarting the transfer after the daemon was paused", obj.source)
                 continue
             if path is not None:
                 return path
@@ -465,7 +465,7 @@ class EmbeddedDataManager:
         fd, current = await trio.to_thread.run_sync(provider.open_source, obj)
         self._in_place_fds[lock_id] = fd
         if current != obj:
-            log.info("%s changed since it was listed; serving it as it is now", mask_credentials(obj.source))
+            log.info("%s changed since it was listed; serving it as it is now", obj.source)
         return f"/proc/self/fd/{fd}", current
 
     def _close_in_place(self, lock_id: str) -> None:
@@ -485,7 +485,7 @@ class EmbeddedDataManager:
             open_partial, self.cache, obj, self.daemon_id, transfer_id, provider.resumes
         )
         if partial.offset:
-            log.info("resuming %s at byte %d", mask_credentials(obj.source), partial.offset)
+            log.info("resuming %s at byte %d", obj.source, partial.offset)
         self._running[obj.id] = (partial.offset, obj.size)
         streamed = self._streamed(obj, partial)
         try:

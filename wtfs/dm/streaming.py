@@ -62,8 +62,8 @@ class Streamed:
         if self.error is None and error is not None:
             self.error = error
             if self.served:
-                name = mask_credentials(self.source)
-                log.error("%s: bytes of it were read before it failed; its reads fail from now on: %s", name, error)
+                said = "%s: bytes of it were read before it failed; its reads fail from now on: %s"
+                log.error(said, self.source, error)
         self.ended = True
         self._wake()
 

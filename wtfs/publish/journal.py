@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
+from ..journaldb import open_journal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -76,24 +74,13 @@ def journal_path(source: Path, api_url: str, destination: str) -> Path:
     return state_root() / "publish" / f"{digest}.sqlite"
 
 
-def _private_dirs(path: Path) -> None:
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    os.chmod(path, PRIVATE_DIR)
-
-
 class Journal:
     """Thread-safe (callers use worker threads): one connection behind a lock, autocommit."""
 
     def __init__(self, path: Path) -> None:
-        _private_dirs(path.parent)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))  # 0600 before SQLite opens it
-        os.chmod(path, PRIVATE_FILE)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a kill -9 loses nothing the OS was given
-        self._db.executescript(_SCHEMA)
+        self._db = open_journal(path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

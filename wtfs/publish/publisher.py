@@ -339,22 +339,22 @@ class Publisher:
 
 def _unchanged(local: LocalFile, record: Record | None, item: Doc | None) -> bool:
     """Done before, the local file untouched, and Girder's item still carries that sha256."""
-    return (
-        record is not None
-        and record.state == State.DONE
-        and record.describes(local.size, local.mtime_ns)
-        and item is not None
-        and str(item["_id"]) == record.item_id
-        and _sha256_of(item) == record.sha256
-        and item.get("meta", {}).get("size") == local.size
-    )
+    if not _recorded(State.DONE, local, record, item):
+        return False
+    assert record is not None and item is not None
+    return _sha256_of(item) == record.sha256 and item.get("meta", {}).get("size") == local.size
 
 
 def _resumable(local: LocalFile, record: Record | None, item: Doc | None) -> bool:
     """An upload of these very bytes into this very item was under way."""
+    return _recorded(State.UPLOADING, local, record, item)
+
+
+def _recorded(state: State, local: LocalFile, record: Record | None, item: Doc | None) -> bool:
+    """The journal has ``local`` as it is now in ``state``, for the item Girder still has."""
     return (
         record is not None
-        and record.state == State.UPLOADING
+        and record.state == state
         and record.describes(local.size, local.mtime_ns)
         and item is not None
         and str(item["_id"]) == record.item_id

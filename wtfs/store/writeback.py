@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from ..errors import DiskFull, WtfsError
+from ..journaldb import PRIVATE_FILE, open_journal, private_dir
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -59,11 +57,6 @@ def workspace_state(state_dir: Path, api_url: str, tale_id: str) -> Path:
     return state_dir / "wt-workspace" / digest
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    os.chmod(path, PRIVATE_DIR)
-
-
 def _journal_errors(method: Callable[Concatenate[WriteBack, P], T]) -> Callable[Concatenate[WriteBack, P], T]:
     """SQLite's and the copies' failures (a full state directory, ...) as WtfsErrors: the view
     answers them with their errno and the uploader logs them; neither ends the mount."""
@@ -89,17 +82,11 @@ class WriteBack:
     @_journal_errors
     def __init__(self, root: Path) -> None:
         self.root = root
-        _private_dir(root)
+        private_dir(root)
         self.copies = root / "copies"
-        _private_dir(self.copies)
-        path = root / "journal.sqlite"
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
-        os.chmod(path, PRIVATE_FILE)
+        private_dir(self.copies)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_journal(root / "journal.sqlite", _SCHEMA)
 
     def close(self) -> None:
         with self._lock:
