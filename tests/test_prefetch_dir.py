@@ -55,3 +55,28 @@ def test_off_by_default(session: Session, http: Server) -> None:
     names = os.listdir(m.data / "dir")
     assert [state(m.data / "dir" / n) for n in names] == ["remote"] * COUNT
     assert gets(http) == 0
+
+
+def test_sequential_opens_read_ahead(session: Session, http: Server) -> None:
+    """``readahead_files`` (8 by default): opening f00 then f01 lands the files after them
+    without their being opened; a file opened out of order starts nothing more."""
+    m = session.mount(session.spec(tree(http, delay=0), name="ahead"), "readahead_files=4")
+    folder = m.data / "dir"
+    assert (folder / "f00").read_bytes() == b"00" * 1000
+    assert (folder / "f01").read_bytes() == b"01" * 1000
+    ahead = ["f02", "f03", "f04", "f05"]
+    wait_for(lambda: all(state(folder / n) == "cached" for n in ahead), timeout=30, what="read-ahead")
+    assert gets(http) == 6  # two opened, four landed ahead
+    assert [state(folder / n) for n in ("f06", "f07")] == ["remote", "remote"]
+    assert (folder / "f09").read_bytes() == b"09" * 1000  # a jump: no read-ahead
+    assert (folder / "f03").read_bytes() == b"03" * 1000  # from the cache
+    assert gets(http) == 7
+    assert [state(folder / n) for n in ("f06", "f07", "f10", "f11")] == ["remote"] * 4
+
+
+def test_read_ahead_off(session: Session, http: Server) -> None:
+    m = session.mount(session.spec(tree(http, delay=0), name="noahead"), "readahead_files=0")
+    for name in ("f00", "f01", "f02"):
+        (m.data / "dir" / name).read_bytes()
+    assert gets(http) == 3
+    assert state(m.data / "dir" / "f03") == "remote"

@@ -163,6 +163,9 @@ class Spec:
     stream: bool = False
     #: on a directory's first listing, prefetch up to this many of its files (0: off)
     prefetch_dir: int = 0
+    #: after two opens in a row of successive files of a data/ directory, land this many of the
+    #: small files that follow ahead of the reader (0: off)
+    readahead_files: int = 8
     cache: CacheSettings = field(default=CacheSettings(), metadata=_section(CacheSettings))
     girder: GirderSettings | None = field(default=None, metadata=_section(GirderSettings))
     globus: GlobusSettings | None = field(default=None, metadata=_section(GlobusSettings))
@@ -382,6 +385,7 @@ class _Loader:
             streams=self.integer(raw, "streams", "", 1, low=1, high=64),
             stream=self.boolean(raw, "stream", "", False),
             prefetch_dir=self.integer(raw, "prefetch_dir", "", 0, low=0, high=10_000),
+            readahead_files=self.integer(raw, "readahead_files", "", 8, low=0, high=1_000),
             cache=self.cache(self.table(raw, "cache")),
             girder=self.girder(self.table(raw, "girder")),
             globus=self.globus(self.table(raw, "globus")),

@@ -221,6 +221,8 @@ async def open_session(spec: Spec, mountpoint: str) -> AsyncIterator[Session]:
                 streaming=dm if isinstance(dm, EmbeddedDataManager) else None,
                 stream=_stream_rule(spec),
                 prefetch_dir=_dir_prefetch(dm, spec.prefetch_dir),
+                read_ahead=_read_ahead_files(dm, spec.readahead_files),
+                readahead_files=spec.readahead_files,
             )
             data = DataDir(catalog, context)
 
@@ -250,6 +252,14 @@ def _dir_prefetch(dm: object, limit: int) -> Callable[[list[ObjectRef]], None] |
     if limit <= 0 or not isinstance(dm, EmbeddedDataManager):
         return None
     return functools.partial(dm.prefetch_all, limit=limit)
+
+
+def _read_ahead_files(dm: object, window: int) -> Callable[[list[ObjectRef]], None] | None:
+    """``readahead_files``: files landed ahead of a reader opening them in order, as many at
+    once as the window (the embedded data manager's; in WholeTale mode the server's business)."""
+    if window <= 0 or not isinstance(dm, EmbeddedDataManager):
+        return None
+    return functools.partial(dm.read_ahead, limit=window)
 
 
 async def _shielded(work: Awaitable[None]) -> None:

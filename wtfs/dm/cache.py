@@ -142,10 +142,15 @@ class HostCache:
         path = self.tmp / f"{daemon_id}.{transfer_id}.{obj.id}.part"
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE), path
 
-    def commit(self, fd: int, temp: Path, obj: ObjectRef, reported_size: int | None) -> tuple[Path, int, int]:
-        """fsync, check size (and sha256), rename into place; raise TransferFailed otherwise.
-        Returns the path, the size and the bytes on disk (what the records sum as usage)."""
-        os.fsync(fd)
+    def commit(
+        self, fd: int, temp: Path, obj: ObjectRef, reported_size: int | None, durable: bool = True
+    ) -> tuple[Path, int, int]:
+        """fsync (unless not ``durable``), check size (and sha256), rename into place; raise
+        TransferFailed otherwise. Returns the path, the size and the bytes on disk (what the
+        records sum as usage). A copy committed without fsync must have a known size: a crash
+        that loses its bytes leaves a file of another size, which ``is_cached`` refuses."""
+        if durable:
+            os.fsync(fd)
         info = os.fstat(fd)
         size = info.st_size
         expected = obj.size if obj.size is not None else reported_size

@@ -55,6 +55,14 @@ TAKEOVER_GRACE = 2.0
 REQUESTER_POLL = 0.1
 #: How often a transfer another daemon owns is looked at: soon at first, then every half second.
 FOREIGN_POLL = Backoff(0.05, maximum=0.5)
+#: Objects of a known size up to this land without fsync and without a resumable partial: an
+#: fsync and the resume bookkeeping cost more than fetching one again, and a crash that loses
+#: the bytes leaves a copy of the wrong size, which the next open refuses and fetches again.
+SMALL_OBJECT_BYTES = 1024 * 1024
+
+
+def _small(obj: ObjectRef) -> bool:
+    return obj.size is not None and obj.size <= SMALL_OBJECT_BYTES
 
 
 @dataclass
@@ -102,7 +110,8 @@ class EmbeddedDataManager:
         self._closing = False
         self._housekeeper = trio.CancelScope()
         self._housekeeper_done = trio.Event()
-        self._dir_prefetch: trio.CapacityLimiter | None = None  # prefetch_all's slots, shared by all calls
+        self._prefetch_slots: dict[str, trio.CapacityLimiter] = {}  # prefetch_all's, per pool, shared by all calls
+        self._collecting = False  # a GC pass started by a landing is queued or running
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -244,12 +253,19 @@ class EmbeddedDataManager:
         if self._closing:
             raise Interrupted("wtfs is shutting down")
         lock_id = uuid.uuid4().hex
-        await self._db(self.records.add_lock, lock_id, obj.id, self.session, owner, self.daemon_id)
+        in_place = self.providers.in_place(obj)
+        if in_place is None:  # one transaction when the copy is cached
+            add = self.records.add_lock_if_cached
+            cached = await self._db(add, lock_id, obj, self.session, owner, self.daemon_id, self.cache.is_cached)
+        else:
+            cached = False
+            await self._db(self.records.add_lock, lock_id, obj.id, self.session, owner, self.daemon_id)
         self._lock_rows[lock_id] = (obj.id, owner)
         streamed: Streamed | None = None
         try:
-            in_place = self.providers.in_place(obj)
-            if in_place is None and stream:
+            if cached:
+                path = str(self.cache.path_for(obj.id))
+            elif in_place is None and stream:
                 path, streamed = await self._started(lock_id, obj)
             elif in_place is None:
                 path = await self._landed(obj)
@@ -280,16 +296,30 @@ class EmbeddedDataManager:
         if self.providers.in_place(obj) is None:  # a local file is there already
             self._landing_of(obj)
 
-    def prefetch_all(self, objs: list[ObjectRef], limit: int) -> None:
+    def prefetch_all(self, objs: list[ObjectRef], limit: int, pool: str = "dir") -> None:
         """Land every one of ``objs`` as ``prefetch`` does, at most ``limit`` landings started
-        here at once across all calls (``prefetch_dir``: a directory's first listing); returns at
-        once. The first call's limit holds for the daemon's life (one per mount)."""
+        here at once across all calls of the same ``pool`` (``prefetch_dir``: a directory's first
+        listing); returns at once. A pool's first limit holds for the daemon's life."""
         if self._closing or not objs:
             return
-        if self._dir_prefetch is None:
-            self._dir_prefetch = trio.CapacityLimiter(limit)
+        slots = self._prefetch_slots.get(pool)
+        if slots is None:
+            slots = self._prefetch_slots[pool] = trio.CapacityLimiter(limit)
         assert self._nursery is not None
-        self._nursery.start_soon(self._prefetch_bounded, objs, self._dir_prefetch)
+        self._nursery.start_soon(self._prefetch_bounded, objs, slots)
+
+    def read_ahead(self, objs: list[ObjectRef], limit: int) -> None:
+        """Land the small ones of ``objs`` (files a reader is about to open one after another),
+        ``limit`` at once; those cached or in transfer already are left alone. Returns at once."""
+        wanted = [o for o in objs if _small(o) and o.id not in self._landings and self.providers.in_place(o) is None]
+        if self._closing or not wanted:
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._read_ahead, wanted, limit)
+
+    async def _read_ahead(self, objs: list[ObjectRef], limit: int) -> None:
+        missing = await trio.to_thread.run_sync(lambda: [o for o in objs if not self.cache.is_cached(o)])
+        self.prefetch_all(missing, limit, pool="readahead")
 
     async def _prefetch_bounded(self, objs: list[ObjectRef], slots: trio.CapacityLimiter) -> None:
         async with trio.open_nursery() as nursery:
@@ -391,7 +421,8 @@ class EmbeddedDataManager:
         gc_tried = restarted = False
         while True:
             started = trio.current_time()
-            claim: Claim = await self._db(self.records.claim, obj, self.daemon_id, self.session, self.cache.is_cached)
+            provider = self.providers.for_object(obj)
+            claim, partial = await self._db(self._claim, obj, provider.resumes and not _small(obj))
             if claim.kind == "cached":
                 return str(self.cache.path_for(obj.id))
             assert claim.transfer_id is not None
@@ -401,8 +432,9 @@ class EmbeddedDataManager:
             if claim.kind == "wait":
                 await self._await_foreign(claim.transfer_id)
                 continue
+            assert partial is not None
             try:
-                path = await self._run_transfer(obj, claim.transfer_id)
+                path = await self._run_transfer(obj, claim.transfer_id, provider, partial)
             except DiskFull:
                 if gc_tried or not (await self._db(gc.relieve, self.cache, self.records, obj.size)).evicted:
                     raise
@@ -417,14 +449,32 @@ class EmbeddedDataManager:
             if path is not None:
                 return path
 
-    async def _run_transfer(self, obj: ObjectRef, transfer_id: int) -> str | None:
+    def _claim(self, obj: ObjectRef, resumable: bool) -> tuple[Claim, Partial | None]:
+        """In the records' thread, one hop: claim ``obj``; if it is this daemon's to fetch, make
+        room for it (a failure is recorded) and open its partial."""
+        claim = self.records.claim(obj, self.daemon_id, self.session, self.cache.is_cached)
+        if claim.kind != "mine":
+            return claim, None
+        assert claim.transfer_id is not None
+        try:
+            if obj.size is not None:
+                gc.make_room(self.cache, self.records, self.settings, obj.id, obj.size)
+            return claim, open_partial(self.cache, obj, self.daemon_id, claim.transfer_id, resumable)
+        except NoSpace as exc:
+            self.records.fail(claim.transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
+            raise
+        except BaseException:
+            self.records.abandon(claim.transfer_id, "interrupted: no partial")
+            raise
+
+    async def _run_transfer(self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: Partial) -> str | None:
         """Run a transfer claimed here; None when another daemon took it over while this one was
         paused (``_recover`` cancels it: claim again and join theirs). Whatever happens, the
         record does not stay running."""
         with trio.CancelScope() as scope:
             self._fills[transfer_id] = scope
             try:
-                return await self._transfer(obj, transfer_id)
+                return await self._transfer(obj, transfer_id, provider, partial)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     if self._records is not None:
@@ -473,23 +523,13 @@ class EmbeddedDataManager:
         if fd is not None:
             os.close(fd)
 
-    async def _transfer(self, obj: ObjectRef, transfer_id: int) -> str:
-        provider = self.providers.for_object(obj)
-        if obj.size is not None:
-            try:
-                await self._db(gc.make_room, self.cache, self.records, self.settings, obj.id, obj.size)
-            except NoSpace as exc:
-                await self._db(self.records.fail, transfer_id, obj, TransferStatus.FAILED, str(exc), exc.errno)
-                raise
-        partial = await trio.to_thread.run_sync(
-            open_partial, self.cache, obj, self.daemon_id, transfer_id, provider.resumes
-        )
+    async def _transfer(self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: Partial) -> str:
         if partial.offset:
             log.info("resuming %s at byte %d", obj.source, partial.offset)
         self._running[obj.id] = (partial.offset, obj.size)
         streamed = self._streamed(obj, partial)
         try:
-            path, size, disk_bytes = await self._fill(obj, transfer_id, provider, partial, streamed)
+            path, size, usage = await self._fill(obj, transfer_id, provider, partial, streamed)
         except BaseException as exc:  # before the partial is closed: no reader takes it after
             ended = exc if isinstance(exc, WtfsError) else Interrupted(f"{obj.source}: the transfer was interrupted")
             streamed.end(ended)
@@ -500,11 +540,19 @@ class EmbeddedDataManager:
             self._progress.pop(transfer_id, None)
             self._running.pop(obj.id, None)
             partial.close()
-        await self._db(self.records.finish, transfer_id, obj, size, disk_bytes)
         log.info("landed %s (%d bytes)", obj.source, size)
-        assert self._nursery is not None
-        self._nursery.start_soon(self.collect)
+        if usage > self.settings.gc_start_fraction * self.settings.capacity and not self._collecting:
+            self._collecting = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._collect_after_landing)
         return str(path)
+
+    async def _collect_after_landing(self) -> None:
+        """One GC pass for however many landings crossed the start fraction meanwhile."""
+        try:
+            await self.collect()
+        finally:
+            self._collecting = False
 
     def _streamed(self, obj: ObjectRef, partial: Partial) -> Streamed:
         """This transfer as streaming readers see it, shown to those waiting on its landing."""
@@ -518,7 +566,8 @@ class EmbeddedDataManager:
     async def _fill(
         self, obj: ObjectRef, transfer_id: int, provider: Provider, partial: Partial, streamed: Streamed
     ) -> tuple[Path, int, int]:
-        """Fetch into the partial and commit it; on failure the partial is closed and removed (so a
+        """Fetch into the partial and commit it (returns its path, size and the cache's usage
+        after it); on failure the partial is closed and removed (so a
         full disk is freed before the failure is recorded) and the failure recorded. A transfer
         interrupted or stalled keeps a resumable partial for the next one (``dm/partials.py``)."""
         watchdog = trio.CancelScope(deadline=trio.current_time() + self.stall_timeout)
@@ -539,8 +588,13 @@ class EmbeddedDataManager:
                 if watchdog.cancelled_caught:
                     raise Stalled(f"{obj.source}: no progress for {self.stall_timeout:g}s")
                 partial.landed()  # before the rename: the kept name must never reach a landed copy
-                commit = self.cache.commit
-                return await trio.to_thread.run_sync(commit, partial.fd, partial.path, obj, sink.expected_size)
+                if _small(obj):  # one hop: checking and renaming it is quick
+                    return await self._db(self._commit, transfer_id, obj, partial, sink.expected_size)
+                commit = self.cache.commit  # a sha256 over a large copy must not hold up the records
+                path, size, disk_bytes = await trio.to_thread.run_sync(
+                    commit, partial.fd, partial.path, obj, sink.expected_size
+                )
+                return path, size, await self._db(self.records.finish, transfer_id, obj, size, disk_bytes)
         except WtfsError as exc:  # a full disk is not the object's fault: back to remote, tried again
             status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, DiskFull) else TransferStatus.FAILED
             keep = isinstance(exc, (Stalled, Interrupted))
@@ -553,6 +607,13 @@ class EmbeddedDataManager:
             error = f"interrupted: {type(exc).__name__}"
             await self._record_failure(partial, transfer_id, obj, status, error, None, keep=cancelled)
             raise
+
+    def _commit(
+        self, transfer_id: int, obj: ObjectRef, partial: Partial, reported_size: int | None
+    ) -> tuple[Path, int, int]:
+        """In the records' thread, one hop: check and rename a small copy into place, record it."""
+        path, size, disk_bytes = self.cache.commit(partial.fd, partial.path, obj, reported_size, durable=False)
+        return path, size, self.records.finish(transfer_id, obj, size, disk_bytes)
 
     def _on_progress(
         self, watchdog: trio.CancelScope, transfer_id: int, obj_id: str, done: int, sink: Sink, streamed: Streamed

@@ -347,8 +347,9 @@ class CacheRecords:
                     (transferred, size, transfer_id),
                 )
 
-    def finish(self, transfer_id: int, obj: ObjectRef, size: int, disk_bytes: int) -> None:
-        """The copy landed: its bytes on disk are recorded here, so usage is a sum, never a scan."""
+    def finish(self, transfer_id: int, obj: ObjectRef, size: int, disk_bytes: int) -> int:
+        """The copy landed: its bytes on disk are recorded here, so usage is a sum, never a scan.
+        Returns the usage after it."""
         with self._write() as db:
             db.execute("UPDATE transfers SET transferred=?, size=? WHERE id=?", (size, size, transfer_id))
             self._end_transfer(db, transfer_id, TransferStatus.DONE, None, None)
@@ -356,6 +357,7 @@ class CacheRecords:
                 "UPDATE objects SET status=?, size=?, disk_bytes=?, last_used=? WHERE id=?",
                 (ObjectStatus.ACTIVE, size, disk_bytes, time.time(), obj.id),
             )
+            return int(db.execute("SELECT bytes FROM usage WHERE id=0").fetchone()[0])
 
     def fail(self, transfer_id: int, obj: ObjectRef, status: TransferStatus, error: str, errno: int | None) -> None:
         """End a transfer that did not land; a temporary failure leaves the object remote."""
@@ -483,6 +485,26 @@ class CacheRecords:
             db.execute(
                 "INSERT INTO locks VALUES (?,?,?,?,?,?)", (lock_id, object_id, session, owner, daemon_id, time.time())
             )
+
+    def add_lock_if_cached(
+        self,
+        lock_id: str,
+        obj: ObjectRef,
+        session: str,
+        owner: str,
+        daemon_id: str,
+        is_cached: Callable[[ObjectRef], bool],
+    ) -> bool:
+        """``add_lock``, and in the same transaction whether the copy is cached (then marked used):
+        an open of a cached copy is one transaction."""
+        now = time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO locks VALUES (?,?,?,?,?,?)", (lock_id, obj.id, session, owner, daemon_id, now))
+            row = db.execute("SELECT status FROM objects WHERE id=?", (obj.id,)).fetchone()
+            if row is None or row["status"] != ObjectStatus.ACTIVE or not is_cached(obj):
+                return False
+            db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
+            return True
 
     def remove_lock(self, lock_id: str) -> None:
         with self._write() as db:

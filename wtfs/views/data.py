@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -36,11 +37,17 @@ class DataContext:
     #: ``prefetch_dir``: given a directory's files on its first listing, starts landing them
     #: (bounded); None when off
     prefetch_dir: Callable[[list[ObjectRef]], None] | None = None
+    #: ``readahead_files``: how many files ahead of a reader that opens a directory's files one
+    #: after another to land, and what lands them (bounded, small files only); None when off
+    read_ahead: Callable[[list[ObjectRef]], None] | None = None
+    readahead_files: int = 0
 
 
-def wrap(node: CatalogNode, ctx: DataContext, path: str) -> DataDir | DataFile | DataLink:
+def wrap(
+    node: CatalogNode, ctx: DataContext, path: str, opened: Callable[[str], Awaitable[None]] | None = None
+) -> DataDir | DataFile | DataLink:
     if isinstance(node, CatalogFile):
-        return DataFile(node, ctx, path)
+        return DataFile(node, ctx, path, opened)
     if isinstance(node, CatalogLink):
         return DataLink(node, ctx)
     return DataDir(node, ctx, path)
@@ -54,6 +61,9 @@ class DataDir(Node):
         self.path = path
         self._nodes: dict[str, DataDir | DataFile | DataLink] = {}  # name -> its node, while its catalog node stays
         self._listed = False  # listed once: prefetch_dir started then, never again
+        self._order: tuple[dict[str, CatalogNode], list[str]] | None = None  # children, their names sorted
+        self._last_opened = -2  # the index (in name order) of the file opened last
+        self._ahead_until = 0  # files before this index were given to read-ahead already
 
     async def attr(self) -> Attr:
         return Attr.directory(self.cat.mtime_ns, ttl=self.ctx.ttl)
@@ -91,17 +101,48 @@ class DataDir(Node):
     ) -> DataDir | DataFile | DataLink:
         node = self._nodes.get(name)
         if node is None or node.cat is not child:
-            node = wrap(child, self.ctx, f"{self.path}/{name}")
+            node = wrap(child, self.ctx, f"{self.path}/{name}", self._opened)
         into[name] = node
         return node
 
+    async def _opened(self, name: str) -> None:
+        """Read-ahead across files: a second open in a row of the next file in name order lands
+        the ``readahead_files`` files after it; the window moves on when the reader is halfway
+        through it. Like the kernel's read-ahead within a file, it follows only sequential opens."""
+        if self.ctx.read_ahead is None:
+            return
+        names = await self._names()
+        index = bisect.bisect_left(names, name)
+        sequential, self._last_opened = index == self._last_opened + 1, index
+        window = self.ctx.readahead_files
+        if not sequential or index + window // 2 < self._ahead_until:
+            return
+        start, self._ahead_until = max(index + 1, self._ahead_until), index + 1 + window
+        children = await self.cat.children()
+        files = [children[n] for n in names[start : self._ahead_until]]
+        ahead = [f for f in files if isinstance(f, CatalogFile) and f.resolver is None]
+        for f in ahead:
+            self.ctx.paths.setdefault(f.obj.id, f"{self.path}/{f.name}")
+        self.ctx.read_ahead([f.obj for f in ahead])
+
+    async def _names(self) -> list[str]:
+        """The children's names in order, sorted again only when the catalog's listing changed."""
+        children = await self.cat.children()
+        if self._order is None or self._order[0] is not children:
+            self._order = (children, sorted(children))
+            self._last_opened, self._ahead_until = -2, 0
+        return self._order[1]
+
 
 class DataFile(Node):
-    def __init__(self, cat: CatalogFile, ctx: DataContext, path: str) -> None:
+    def __init__(
+        self, cat: CatalogFile, ctx: DataContext, path: str, opened: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
         self.cat = cat
         self.ctx = ctx
         self.key = ("data", cat)
         self.path = path
+        self._opened = opened  # its directory's read-ahead, told of each open
         self._shown: tuple[ObjectRef, int] | None = None
         self._attr = Attr(0)
 
@@ -149,6 +190,8 @@ class DataFile(Node):
         if wants_write(flags):
             raise ReadOnly("data/ is read-only")
         obj = await self.object()
+        if self._opened is not None:
+            await self._opened(self.cat.name)
         streaming = self.ctx.streaming if self.ctx.stream(self.path) else None
         if streaming is not None:
             lock = await streaming.lock_streaming(obj, self.ctx.owner)
