@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -124,6 +125,35 @@ async def test_reconcile_at_start(http: Server, dm_factory: Factory, tmp_path: P
     again = await second.lock(obj(url), "me")
     assert Path(again.path).read_bytes() == b"o" * BLOCK
     assert http.requests["/o"] == 2
+
+
+async def test_kept_partials_nobody_will_resume_go_at_start(http: Server, dm_factory: Factory, tmp_path: Path) -> None:
+    """resume/ keeps partials for later transfers; the next start removes those of objects
+    that landed since and those a week old, never one a live transfer holds."""
+    first = await dm_factory()
+    url = http.add("/landed", b"l" * BLOCK)
+    await first.unlock(await first.lock(obj(url), "me"))
+    await first.stop()
+    resume = tmp_path / "cache" / "resume"
+    resume.mkdir(exist_ok=True)
+
+    def kept(object_id: str, age_days: float = 0) -> Path:
+        part = resume / f"{object_id}.part"
+        part.write_bytes(b"x" * 100)
+        part.with_suffix(".json").write_text(json.dumps({"source": "http://x/", "validator": '"v"'}))
+        when = part.stat().st_mtime - age_days * 86400
+        os.utime(part, (when, when))
+        return part
+
+    landed, old, fresh, held = kept(obj(url).id), kept("0" * 40, 8), kept("1" * 40, 1), kept("2" * 40, 8)
+    holder = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as a live transfer of another daemon holds its partial
+        await dm_factory()
+        assert [p.exists() for p in (landed, old, fresh, held)] == [False, False, True, True]
+        assert not landed.with_suffix(".json").exists() and fresh.with_suffix(".json").exists()
+    finally:
+        os.close(holder)
 
 
 # -- through mounts ------------------------------------------------------------------------------

@@ -79,6 +79,24 @@ async def test_a_foreign_transfer_without_progress_is_taken_over(
     await waiter.unlock(lock)
 
 
+async def test_an_owner_told_to_wait_by_the_server_is_not_taken_over(
+    http: Server, dm_factory: DmFactory, tmp_path: Path
+) -> None:
+    """The server answers 503 with Retry-After twice: the owner waits as told (within its stall
+    timeout), and says so in its record; a waiter whose stall timeout is shorter than the whole
+    wait leaves the transfer to it. One transfer, one GET that gets the body."""
+    owner, waiter = await dm_factory(stall_timeout=3.0), await dm_factory(stall_timeout=1.0)
+    url = http.add("/told", BODY, fault="503-then-ok", fail_times=2, retry_after="2")
+    owner.prefetch(obj(url))
+    await requested(http, "/told")
+    with trio.fail_after(20):
+        lock = await waiter.lock(obj(url), "me")
+    assert Path(lock.path).read_bytes() == BODY
+    assert http.requests["/told"] == 3  # two answered "wait", one with the body: nobody else asked
+    assert db_rows(tmp_path / "cache", "SELECT status, error FROM transfers") == [(TransferStatus.DONE, None)]
+    await waiter.unlock(lock)
+
+
 async def test_no_record_stays_transferring_without_someone_on_it(
     http: Server, dm_factory: DmFactory, tmp_path: Path
 ) -> None:

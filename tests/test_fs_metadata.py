@@ -106,7 +106,7 @@ def test_security_and_acl_attributes_are_not_kept(session: Session, tmp_path: Pa
     os.setxattr(m.path / "workspace" / "f", "user.kept", b"yes")
     assert os.listxattr(m.path / "workspace" / "f") == ["user.kept"]
     assert os.getxattr(m.path / "workspace" / "f", "user.kept") == b"yes"
-    assert os.getxattr(m.data / "src" / "f0001", "user.wtfs.state") in (b"remote", b"cached")
+    assert os.getxattr(m.data / "src" / "f0001", "user.wtfs.state") == b"local"  # served in place, no copy
 
 
 @pytest.mark.fuse

@@ -305,7 +305,8 @@ def prefetch(paths: list[str], wait: bool, interval: float = 0.2) -> int:
 
 
 def _wait_for_landing(files: list[str], interval: float) -> dict[str, str]:
-    """Poll each file's state until it is ``cached`` or ``failed…``; one bar for them all."""
+    """Poll each file's state until it is settled (``cached``, ``local``, ``failed…``); one bar
+    for them all."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -316,10 +317,10 @@ def _wait_for_landing(files: list[str], interval: float) -> dict[str, str]:
         task = progress.add_task("landing", total=len(files))
         while True:
             for path in files:
-                if states[path] == "cached" or states[path].startswith("failed"):
+                if _settled(states[path]):
                     continue
                 states[path] = _xattr(path, STATE_XATTR)
-            done = [s for s in states.values() if s == "cached" or s.startswith("failed")]
+            done = [s for s in states.values() if _settled(s)]
             failed = sum(1 for s in done if s.startswith("failed"))
             moving = sum(_percent(s) for s in states.values() if s.startswith("transferring")) / 100
             note = f" ({failed} failed)" if failed else ""
@@ -327,6 +328,11 @@ def _wait_for_landing(files: list[str], interval: float) -> dict[str, str]:
             if len(done) == len(files):
                 return states
             time.sleep(interval)
+
+
+def _settled(state: str) -> bool:
+    """Nothing more will happen to it: cached, a local file (served in place), or failed."""
+    return state in ("cached", "local") or state.startswith("failed")
 
 
 def _percent(state: str) -> float:

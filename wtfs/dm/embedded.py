@@ -341,7 +341,10 @@ class EmbeddedDataManager:
             slots.release_on_behalf_of(slot)
 
     async def state(self, obj: ObjectRef) -> str:
-        """``cached``, ``transferring N%`` or ``remote`` (the ``user.wtfs.state`` xattr)."""
+        """``cached``, ``transferring N%``, ``remote`` or ``local`` (a local file, served in place
+        with no copy): the ``user.wtfs.state`` xattr."""
+        if self.providers.in_place(obj) is not None:
+            return "local"
         if obj.id in self._running:
             done, size = self._running[obj.id]
             total = obj.size or size
@@ -486,9 +489,11 @@ class EmbeddedDataManager:
 
     async def _await_foreign(self, transfer_id: int) -> None:
         """Another daemon fetches it: wait until it lands, fails, or that daemon dies (its lease
-        lapses). One that shows no progress for longer than ``stall_timeout`` (its owner should
-        have failed it by then) is ended here and claimed again: no wait is unbounded."""
-        seen, since = -1, trio.current_time()
+        lapses). One that shows no progress and no heartbeat (its owner's word that the server
+        asked it to wait) for longer than ``stall_timeout`` (its owner should have failed it by
+        then) is ended here and claimed again: no wait is unbounded."""
+        seen: tuple[int, float | None] = (-1, None)
+        since = trio.current_time()
         for attempt in FOREIGN_POLL.tries():
             state = await self._db(self.records.transfer_state, transfer_id)
             if state.status == TransferStatus.DONE or not state.owner_alive:
@@ -498,8 +503,8 @@ class EmbeddedDataManager:
                     return  # interrupted, not failed: claim it again
                 raise from_errno(state.errno, state.error or "transfer failed")
             now = trio.current_time()
-            if state.transferred != seen or self._paused_since(since):
-                seen, since = state.transferred, now
+            if (state.transferred, state.heartbeat) != seen or self._paused_since(since):
+                seen, since = (state.transferred, state.heartbeat), now
             elif now - since > self.stall_timeout + TAKEOVER_GRACE:
                 reason = f"taken over: no progress for {self.stall_timeout:g}s"
                 await self._db(self.records.abandon, transfer_id, reason)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..config import CacheSettings
 from ..errors import NoSpace
 from ..units import format_size
+from . import partials
 from .cache import HostCache
 from .records import CacheRecords
 
@@ -37,6 +38,7 @@ class Reconciled:
     missing: list[str]
     strays: list[str]
     tightened: int
+    pruned: int = 0  # kept partials nobody will resume, removed
 
 
 def reconcile(cache: HostCache, records: CacheRecords) -> Reconciled:
@@ -48,7 +50,10 @@ def reconcile(cache: HostCache, records: CacheRecords) -> Reconciled:
         cache.path_for(object_id).unlink(missing_ok=True)
     if missing or strays:
         log.warning("cache reconciled: %d records without a file, %d files without a record", len(missing), len(strays))
-    return Reconciled(missing, strays, tightened)
+    pruned = partials.prune(cache, records.is_active)
+    if pruned:
+        log.info("cache reconciled: %d kept partial copies nobody will resume removed", pruned)
+    return Reconciled(missing, strays, tightened, pruned)
 
 
 def collect(

@@ -16,6 +16,8 @@ import errno
 import fcntl
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +141,39 @@ def _locked(fd: int) -> bool:
             return False
         raise
     return True
+
+
+#: A kept partial no transfer took over for this long is removed (``prune``): its source has
+#: likely changed or gone, and its bytes count against no capacity.
+KEEP_SECONDS = 7 * 24 * 3600.0
+
+
+def prune(cache: HostCache, landed: Callable[[str], bool], now: float | None = None) -> int:
+    """Remove the kept partials nobody will resume: of objects that landed since (``landed``)
+    or older than ``KEEP_SECONDS``. One held by a live transfer (its flock) is left alone.
+    Returns how many went."""
+    if not cache.resume.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    removed = 0
+    for kept in cache.resume.glob("*.part"):
+        try:
+            fd = os.open(kept, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not _locked(fd):
+                continue
+            stale = now - os.fstat(fd).st_mtime > KEEP_SECONDS
+            if stale or landed(kept.stem):
+                forget(kept)
+                removed += 1
+        finally:
+            os.close(fd)
+    for meta in cache.resume.glob("*.json"):  # one whose partial went (a crash between the two)
+        if not meta.with_suffix(".part").exists():
+            meta.unlink(missing_ok=True)
+    return removed
 
 
 def forget(kept: Path) -> None:

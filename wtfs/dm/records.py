@@ -68,7 +68,7 @@ USAGE = (
 )
 SUM_USAGE = "SELECT COALESCE(SUM(disk_bytes), 0) FROM objects WHERE status='ACTIVE'"
 #: Columns added since the first schema: (table, column, declaration).
-ADDED_COLUMNS = (("objects", "disk_bytes", "INTEGER"),)
+ADDED_COLUMNS = (("objects", "disk_bytes", "INTEGER"), ("transfers", "heartbeat", "REAL"))
 
 
 class TransferStatus(enum.IntEnum):
@@ -107,6 +107,9 @@ class TransferState:
     error: str | None
     errno: int | None
     transferred: int = 0
+    #: when its owner last said it is alive (bytes, or a server asking to wait): what a waiter
+    #: in another daemon judges a stall by
+    heartbeat: float | None = None
 
 
 class Standing(enum.StrEnum):
@@ -340,11 +343,13 @@ class CacheRecords:
             return Claim("mine", cursor.lastrowid)
 
     def progress(self, updates: dict[int, tuple[int, int | None]]) -> None:
+        now = time.time()
         with self._write() as db:
             for transfer_id, (transferred, size) in updates.items():
                 db.execute(
-                    "UPDATE transfers SET transferred=?, size=COALESCE(?, size) WHERE id=? AND status IN (0,1,2)",
-                    (transferred, size, transfer_id),
+                    "UPDATE transfers SET transferred=?, size=COALESCE(?, size), heartbeat=?"
+                    " WHERE id=? AND status IN (0,1,2)",
+                    (transferred, size, now, transfer_id),
                 )
 
     def finish(self, transfer_id: int, obj: ObjectRef, size: int, disk_bytes: int) -> int:
@@ -379,7 +384,12 @@ class CacheRecords:
         row = self.conn.execute("SELECT * FROM transfers WHERE id=?", (transfer_id,)).fetchone()
         daemon = self.conn.execute("SELECT * FROM daemons WHERE id=?", (row["daemon_id"],)).fetchone()
         return TransferState(
-            TransferStatus(row["status"]), self._alive(daemon), row["error"], row["errno"], row["transferred"]
+            TransferStatus(row["status"]),
+            self._alive(daemon),
+            row["error"],
+            row["errno"],
+            row["transferred"],
+            row["heartbeat"],
         )
 
     def transfers(self, object_id: str | None = None) -> list[dict[str, object]]:
