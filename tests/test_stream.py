@@ -77,6 +77,28 @@ def test_random_reads_during_the_transfer_get_the_origin_bytes(session: Session,
     wait_for(lambda: os.getxattr(m.data / "large", STATE) == b"cached", what="the copy to land")
 
 
+@pytest.mark.fuse
+def test_a_far_read_is_fetched_before_the_stream_gets_there(session: Session, http: Server) -> None:
+    """The origin holds every GET after 1 MiB; a read near the end of 32 MiB is answered from a
+    range fetched on its own (same ETag), and the copy still lands whole and verified."""
+    hold = threading.Event()
+    url = http.add("/far", LARGE, etag='"v1"', hold_at=MIB, hold=hold)
+    m = session.mount(session.spec([{"mountPath": "/far", "url": url, "sha256": sha(LARGE)}]), "stream")
+    fd = os.open(m.data / "far", os.O_RDONLY)
+    try:
+        offset = len(LARGE) - 3 * MIB + 123
+        assert os.pread(fd, 65536, offset) == LARGE[offset : offset + 65536]
+        further = offset + MIB // 2  # within what that fetch got before the origin held it too
+        assert os.pread(fd, 65536, further) == LARGE[further : further + 65536]
+        assert os.getxattr(m.data / "far", STATE).startswith(b"transferring")
+        assert http.resources["/far"].served == 2 * MIB  # the held stream and one ranged fetch
+    finally:
+        hold.set()
+        os.close(fd)
+    wait_for(lambda: os.getxattr(m.data / "far", STATE) == b"cached", what="the copy to land")
+    assert sha((m.data / "far").read_bytes()) == sha(LARGE)
+
+
 def _fails(fd: int) -> bool:
     try:
         os.pread(fd, 1024, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -532,7 +533,7 @@ class EmbeddedDataManager:
         if partial.offset:
             log.info("resuming %s at byte %d", obj.source, partial.offset)
         self._running[obj.id] = (partial.offset, obj.size)
-        streamed = self._streamed(obj, partial)
+        streamed = self._streamed(obj, partial, provider)
         try:
             path, size, usage = await self._fill(obj, transfer_id, provider, partial, streamed)
         except BaseException as exc:  # before the partial is closed: no reader takes it after
@@ -559,9 +560,14 @@ class EmbeddedDataManager:
         finally:
             self._collecting = False
 
-    def _streamed(self, obj: ObjectRef, partial: Partial) -> Streamed:
-        """This transfer as streaming readers see it, shown to those waiting on its landing."""
+    def _streamed(self, obj: ObjectRef, partial: Partial, provider: Provider) -> Streamed:
+        """This transfer as streaming readers see it, shown to those waiting on its landing; a
+        far read is fetched first where the provider fetches ranges."""
         streamed = Streamed(obj.source, obj.size, partial, self.stall_timeout, self._waiters)
+        fetch_range = getattr(provider, "fetch_range", None)
+        if fetch_range is not None and self._nursery is not None:
+            streamed.fetch_range = functools.partial(fetch_range, obj)
+            streamed.spawn = self._nursery.start_soon
         landing = self._landings.get(obj.id)
         if landing is not None:
             landing.streamed = streamed
@@ -603,12 +609,14 @@ class EmbeddedDataManager:
         except WtfsError as exc:  # a full disk is not the object's fault: back to remote, tried again
             status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, DiskFull) else TransferStatus.FAILED
             keep = isinstance(exc, (Stalled, Interrupted))
+            streamed.trim()
             await self._record_failure(partial, transfer_id, obj, status, str(exc), exc.errno, keep)
             log.warning("transfer of %s failed: %s", obj.source, exc)
             raise
         except BaseException as exc:
             cancelled = isinstance(exc, trio.Cancelled)
             status = TransferStatus.FAILED_TEMPORARILY if cancelled else TransferStatus.FAILED
+            streamed.trim()
             error = f"interrupted: {type(exc).__name__}"
             await self._record_failure(partial, transfer_id, obj, status, error, None, keep=cancelled)
             raise

@@ -5,12 +5,20 @@ A read waits until its range is written (or the transfer ended), never for the w
 one stream the written bytes are the prefix the sink has reached; with parallel ranged streams,
 the ranges' written heads. A transfer that fails after bytes were served (a sha256 mismatch found
 at landing) fails every later read of it: the bytes already read were never verified.
+
+A read far past what one stream wrote (``FAR_BYTES``) does not wait for the stream to get there:
+where the provider fetches ranges and the source names its version (ETag or Last-Modified), that
+range is fetched on its own first (If-Range: the same version) and written in place; the stream
+writes the same bytes again when it gets there. A transfer that fails keeps for a resume only
+the prefix the stream wrote: bytes fetched ahead are cut off first (``trim``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -24,6 +32,13 @@ log = logging.getLogger(__name__)
 
 #: How often a process waiting in read() is looked at for signals.
 REQUESTER_POLL = 0.1
+#: A read starting this far past what the stream wrote is fetched on its own, first.
+FAR_BYTES = 8 * 1024 * 1024
+#: A far read fetches at least this much from its offset: its reader is likely to go on.
+FAR_FETCH_BYTES = 4 * 1024 * 1024
+
+#: Fetches bytes [start, end) of the source (of the given version) and gives them to a writer.
+RangeFetcher = Callable[[int, int, str | None, Callable[[int, memoryview], None]], Awaitable[None]]
 
 
 class Streamed:
@@ -43,6 +58,12 @@ class Streamed:
         self._waiters = waiters
         self._changed = trio.Event()
         self._done = 0
+        #: how far reads are fetched ahead (None: this provider cannot), and what runs them
+        self.fetch_range: RangeFetcher | None = None
+        self.spawn: Callable[[Callable[[list[int]], Awaitable[None]], list[int]], None] | None = None
+        self._fetched: list[tuple[int, int]] = []  # ranges written ahead of the stream
+        self._fetching: list[list[int]] = []  # and those on their way: [start, written up to, end]
+        self._trimmed = False
 
     @property
     def open(self) -> bool:
@@ -52,8 +73,10 @@ class Streamed:
     def progressed(self, done: int) -> None:
         """The sink wrote more (or started over: then bytes already served may be of another
         version of the source, and the file is failed for its streaming readers)."""
-        if done < self._done and self.served:
-            self.end(TransferFailed(f"{mask_credentials(self.source)}: the transfer started over after a read"))
+        if done < self._done:
+            self._fetched.clear()  # the file was cut: what was fetched ahead went with it
+            if self.served:
+                self.end(TransferFailed(f"{mask_credentials(self.source)}: the transfer started over after a read"))
         self._done = done
         self._wake()
 
@@ -80,6 +103,10 @@ class Streamed:
             return size is not None
         if sink is None:
             return False
+        if any(start <= offset and end <= stop for start, stop in self._fetched):
+            return True
+        if any(start <= offset and end <= pos for start, pos, _ in self._fetching):
+            return True
         if sink.parts is None:
             return end <= sink.offset
         pos = offset
@@ -95,6 +122,7 @@ class Streamed:
         No progress for ``stall_timeout`` is a stall; a signal to ``requester`` ends the wait."""
         deadline = trio.current_time() + self.stall_timeout
         seen = self._done
+        self._fetch_if_far(offset, length)
         with trio.CancelScope() as scope:
             self._waiters.add(scope)
             try:
@@ -115,3 +143,62 @@ class Streamed:
         if self.error is not None:
             raise self.error
         self.served = True
+
+    def _fetch_if_far(self, offset: int, length: int) -> None:
+        """Start fetching [offset, offset + at least FAR_FETCH_BYTES) on its own if the stream is
+        far from it, none of it is on its way, and its version is known."""
+        sink = self.sink
+        if self.fetch_range is None or self.spawn is None or sink is None or self.ended or self._trimmed:
+            return
+        if sink.parts is not None or sink.validator is None or offset < sink.offset + FAR_BYTES:
+            return
+        if self.landed(offset, length) or any(start <= offset < stop for start, _, stop in self._fetching):
+            return
+        size = sink.expected_size if sink.expected_size is not None else self.size
+        end = offset + max(length, FAR_FETCH_BYTES)
+        end = end if size is None else min(end, size)
+        if end > offset:
+            fetching = [offset, offset, end]
+            self._fetching.append(fetching)
+            self.spawn(self._fetch, fetching)
+
+    async def _fetch(self, fetching: list[int]) -> None:
+        assert self.fetch_range is not None and self.sink is not None
+        start, _, end = fetching
+
+        def write(position: int, data: memoryview) -> None:
+            self._write_ahead(position, data)
+            fetching[1] = position + len(data)
+            self._wake()
+
+        try:
+            await self.fetch_range(start, end, self.sink.validator, write)
+        except Exception as exc:  # whatever the failure, the reader waits for the stream instead
+            if not self.ended and not self._trimmed:
+                said = "%s: fetching bytes %d-%d ahead failed (%s); reads there wait for the transfer"
+                log.info(said, mask_credentials(self.source), start, end, exc)
+                self.fetch_range = None
+        else:
+            if not self.ended and not self._trimmed:
+                self._fetched.append((start, end))
+        finally:
+            self._fetching.remove(fetching)
+            self._wake()
+
+    def _write_ahead(self, position: int, data: memoryview) -> None:
+        """Bytes fetched ahead, written in place while the transfer runs (never after: its file
+        may be closed, renamed into the cache, or kept for a resume by then)."""
+        if self.ended or self._trimmed or self.partial.fd < 0:
+            raise Interrupted(f"{mask_credentials(self.source)}: the transfer ended")
+        while data:
+            written = os.pwrite(self.partial.fd, data, position)
+            data, position = data[written:], position + written
+
+    def trim(self) -> None:
+        """The transfer failed and its partial may be kept for a resume, which starts from the
+        file's size: cut off what was written ahead of the stream, and write no more of it."""
+        self._trimmed = True
+        sink = self.sink
+        if (self._fetched or self._fetching) and sink is not None and sink.parts is None and self.partial.fd >= 0:
+            os.ftruncate(self.partial.fd, sink.offset)
+        self._fetched.clear()

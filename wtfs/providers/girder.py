@@ -6,6 +6,8 @@ that source and fetched by its provider; this one only serves ``girder:`` source
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..catalog.girder import GIRDER_SCHEME
 from ..catalog.girder_api import GirderApi
 from ..errors import AccessDenied, NotFound
@@ -33,3 +35,10 @@ class GirderProvider:
             await self.http.fetch(obj, sink, url=url, headers=self.api.headers)
         except NotFound:
             raise NotFound(f"{location}: not found in Girder") from None
+
+    async def fetch_range(
+        self, obj: ObjectRef, start: int, end: int, validator: str | None, write: Callable[[int, memoryview], None]
+    ) -> None:
+        """A far read of a copy being streamed: that range of the download, fetched first."""
+        url = f"{obj.source.removeprefix(f'{GIRDER_SCHEME}:')}/download"
+        await self.http.fetch_range(obj, start, end, validator, write, url=url, headers=self.api.headers)

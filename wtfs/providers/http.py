@@ -200,6 +200,39 @@ class HttpProvider:
                 if not part.left:
                     break
 
+    async def fetch_range(
+        self,
+        obj: ObjectRef,
+        start: int,
+        end: int,
+        validator: str | None,
+        write: Callable[[int, memoryview], None],
+        url: str | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Give bytes [start, end) of the source to ``write`` (position, bytes): a far read of a
+        copy being streamed, fetched ahead of the transfer. Only a 206 of that very range of the
+        same version (If-Range) will do; anything else is a TransferFailed, and the reader waits
+        for the transfer instead."""
+        url = url or obj.source
+        wanted = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}", **(headers or dict)()}
+        if validator is not None:
+            wanted["If-Range"] = validator
+        pos = start
+        async with self.client.stream("GET", url, headers=wanted) as response:
+            _check_status(url, response)
+            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+            if response.status_code != 206 or not match or int(match.group(1)) != start:
+                raise TransferFailed(f"{obj.source}: HTTP {response.status_code} to a range request")
+            async for chunk in response.aiter_raw():
+                piece = memoryview(chunk)[: end - pos]
+                write(pos, piece)
+                pos += len(piece)
+                if pos >= end:
+                    break
+        if pos < end:
+            raise TransferFailed(f"{obj.source}: the range ended at byte {pos} of {end}")
+
     @staticmethod
     def _position(response: httpx.Response, sink: Sink) -> None:
         """Line the sink up with what the server sends: a resumed range or the whole body."""
