@@ -390,9 +390,10 @@ async def _embedded_backend(spec: Spec, mountpoint: str, client: httpx.AsyncClie
 
 
 def _stream_rule(spec: Spec) -> Callable[[str], bool]:
-    """Whether a file of data/ (by its path) is read before it lands: its entry's ``stream``, else
-    the spec's."""
+    """Whether a file of data/ (by its path) is read before it lands: its entry's ``stream`` (the
+    deepest entry's, where entries nest), else the spec's."""
     rules = [(f"data{entry.mount_path}", entry.stream) for entry in spec.dataset if entry.stream is not None]
+    rules.sort(key=lambda rule: len(rule[0]), reverse=True)
 
     def stream(path: str) -> bool:
         for prefix, value in rules:
