@@ -36,7 +36,7 @@ lint: setup
 	$(VENV)/bin/mypy wtfs
 
 test: setup lint
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=15
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -x -m "not slow"
