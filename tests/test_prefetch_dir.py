@@ -10,6 +10,10 @@ import pytest
 from tests.conftest import Session
 from tests.httpserver import Server
 from tests.mounting import wait_for
+from wtfs.catalog import CatalogFile, CatalogNode
+from wtfs.catalog.nodes import StaticDir
+from wtfs.objects import ObjectRef
+from wtfs.views.readahead import FileReadAhead
 
 pytestmark = pytest.mark.fuse
 
@@ -80,3 +84,43 @@ def test_read_ahead_off(session: Session, http: Server) -> None:
         (m.data / "dir" / name).read_bytes()
     assert gets(http) == 3
     assert state(m.data / "dir" / "f03") == "remote"
+
+
+def _listing(names: list[str]) -> dict[str, CatalogNode]:
+    """A directory's listing: files, and a subdirectory wherever a name ends with '/'."""
+    children: dict[str, CatalogNode] = {}
+    for name in names:
+        if name.endswith("/"):
+            children[name[:-1]] = StaticDir(name[:-1])
+        else:
+            children[name] = CatalogFile(name, ObjectRef.for_source(f"http://o/{name}", 1, None), 0)
+    return children
+
+
+def _handed(window: int, listing: list[str], opens: list[str]) -> list[list[str]]:
+    """What read-ahead hands to be landed after each open (in order), run without a mount."""
+    handed: list[list[str]] = []
+    ahead = FileReadAhead(window, lambda files: handed.append([f.name for f in files]))
+    ahead.listed(_listing(listing))
+    for name in opens:
+        ahead.opened(name)
+    return handed
+
+
+def test_read_ahead_window_moves_on_halfway_and_starts_over_on_a_jump() -> None:
+    names = [f"f{i:02d}" for i in range(20)]
+    # the first hand is the window; then it is topped up whenever less than half of it is ahead
+    topped_up = [["f06", "f07"], ["f08", "f09"], ["f10", "f11"]]
+    assert _handed(4, names, names[:8]) == [["f02", "f03", "f04", "f05"], *topped_up]
+    assert _handed(1, names, names[:5]) == [["f02"], ["f03"], ["f04"], ["f05"]]  # every file, none skipped
+    jump = ["f00", "f01", "f09", "f10"]
+    assert _handed(4, names, jump) == [["f02", "f03", "f04", "f05"], ["f11", "f12", "f13", "f14"]]
+    second_pass = names[:4] + names[:3]
+    assert _handed(2, names, second_pass) == [["f02", "f03"], ["f04"], ["f05"], ["f02", "f03"], ["f04"]]
+    assert _handed(4, names, names[16:]) == [["f18", "f19"]]  # the window stops at the last file
+
+
+def test_read_ahead_counts_files_only() -> None:
+    """Subdirectories between files (as `grep -r` meets them) do not break a run of opens."""
+    listing = ["a", "a.d/", "b", "b.d/", "c", "d", "e"]
+    assert _handed(2, listing, ["a", "b", "c"]) == [["c", "d"], ["e"]]

@@ -4,6 +4,7 @@ served while the transfer had not finished (no timing involved)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -97,6 +98,28 @@ def test_a_far_read_is_fetched_before_the_stream_gets_there(session: Session, ht
         os.close(fd)
     wait_for(lambda: os.getxattr(m.data / "far", STATE) == b"cached", what="the copy to land")
     assert sha((m.data / "far").read_bytes()) == sha(LARGE)
+
+
+@pytest.mark.fuse
+def test_a_partial_with_bytes_fetched_ahead_is_not_resumed_after_kill_9(session: Session, http: Server) -> None:
+    """A far read wrote past the stream's prefix; the daemon is killed. No sha256 in the spec (as
+    most HTTP entries): the next mount must not continue the partial from its size (a hole of
+    zeros), but fetch it whole."""
+    hold = threading.Event()
+    url = http.add("/holes", LARGE, etag='"v1"', hold_at=MIB, hold=hold)
+    spec = session.spec([{"mountPath": "/holes", "url": url}])
+    m = session.mount(spec, "stream")
+    fd = os.open(m.data / "holes", os.O_RDONLY)
+    try:
+        offset = len(LARGE) - 3 * MIB
+        assert os.pread(fd, 65536, offset) == LARGE[offset : offset + 65536]
+        m.kill()
+    finally:
+        hold.set()
+        with contextlib.suppress(OSError):  # ENOTCONN once the daemon is gone
+            os.close(fd)
+    again = session.mount(spec, where="again")
+    assert sha((again.data / "holes").read_bytes()) == sha(LARGE)
 
 
 def _fails(fd: int) -> bool:

@@ -56,9 +56,10 @@ TAKEOVER_GRACE = 2.0
 REQUESTER_POLL = 0.1
 #: How often a transfer another daemon owns is looked at: soon at first, then every half second.
 FOREIGN_POLL = Backoff(0.05, maximum=0.5)
-#: Objects of a known size up to this land without fsync and without a resumable partial: an
-#: fsync and the resume bookkeeping cost more than fetching one again, and a crash that loses
-#: the bytes leaves a copy of the wrong size, which the next open refuses and fetches again.
+#: Objects of a known size up to this land without a resumable partial and, unless a sha256
+#: verified them, without fsync: both cost more than fetching one again, and a crash that loses
+#: the bytes leaves a copy of the wrong size (on ext4, XFS and btrfs), which the next open
+#: refuses and fetches again.
 SMALL_OBJECT_BYTES = 1024 * 1024
 
 
@@ -426,7 +427,14 @@ class EmbeddedDataManager:
         while True:
             started = trio.current_time()
             provider = self.providers.for_object(obj)
-            claim, partial = await self._db(self._claim, obj, provider.resumes and not _small(obj))
+            try:
+                with _disk_full_is_nospace(obj, self.cache.root):
+                    claim, partial = await self._db(self._claim, obj, provider.resumes and not _small(obj))
+            except DiskFull:
+                if gc_tried or not await self._relieved(obj):
+                    raise
+                gc_tried = True
+                continue
             if claim.kind == "cached":
                 return str(self.cache.path_for(obj.id))
             assert claim.transfer_id is not None
@@ -440,9 +448,9 @@ class EmbeddedDataManager:
             try:
                 path = await self._run_transfer(obj, claim.transfer_id, provider, partial)
             except DiskFull:
-                if gc_tried or not (await self._db(gc.relieve, self.cache, self.records, obj.size)).evicted:
+                if gc_tried or not await self._relieved(obj):
                     raise
-                gc_tried = True  # unlocked copies made room: one more try
+                gc_tried = True
                 continue
             except Stalled:
                 if restarted or not self._paused_since(started):
@@ -452,6 +460,11 @@ class EmbeddedDataManager:
                 continue
             if path is not None:
                 return path
+
+    async def _relieved(self, obj: ObjectRef) -> bool:
+        """The cache's filesystem is full: whether evicting unlocked copies made room (then the
+        landing is tried once more)."""
+        return bool((await self._db(gc.relieve, self.cache, self.records, obj.size)).evicted)
 
     def _claim(self, obj: ObjectRef, resumable: bool) -> tuple[Claim, Partial | None]:
         """In the records' thread, one hop: claim ``obj``; if it is this daemon's to fetch, make
@@ -557,6 +570,8 @@ class EmbeddedDataManager:
         """One GC pass for however many landings crossed the start fraction meanwhile."""
         try:
             await self.collect()
+        except DiskFull as exc:  # the records cannot be written now: housekeeping tries again
+            log.warning("gc after a landing: %s", exc)
         finally:
             self._collecting = False
 
@@ -598,6 +613,7 @@ class EmbeddedDataManager:
                     await provider.fetch(obj, sink)
                 if watchdog.cancelled_caught:
                     raise Stalled(f"{obj.source}: no progress for {self.stall_timeout:g}s")
+                streamed.stop_ahead()  # the copy is checked and renamed as the stream wrote it
                 partial.landed()  # before the rename: the kept name must never reach a landed copy
                 if _small(obj):  # one hop: checking and renaming it is quick
                     return await self._db(self._commit, transfer_id, obj, partial, sink.expected_size)
@@ -609,14 +625,14 @@ class EmbeddedDataManager:
         except WtfsError as exc:  # a full disk is not the object's fault: back to remote, tried again
             status = TransferStatus.FAILED_TEMPORARILY if isinstance(exc, DiskFull) else TransferStatus.FAILED
             keep = isinstance(exc, (Stalled, Interrupted))
-            streamed.trim()
+            streamed.stop_ahead()
             await self._record_failure(partial, transfer_id, obj, status, str(exc), exc.errno, keep)
             log.warning("transfer of %s failed: %s", obj.source, exc)
             raise
         except BaseException as exc:
             cancelled = isinstance(exc, trio.Cancelled)
             status = TransferStatus.FAILED_TEMPORARILY if cancelled else TransferStatus.FAILED
-            streamed.trim()
+            streamed.stop_ahead()
             error = f"interrupted: {type(exc).__name__}"
             await self._record_failure(partial, transfer_id, obj, status, error, None, keep=cancelled)
             raise
@@ -625,7 +641,8 @@ class EmbeddedDataManager:
         self, transfer_id: int, obj: ObjectRef, partial: Partial, reported_size: int | None
     ) -> tuple[Path, int, int]:
         """In the records' thread, one hop: check and rename a small copy into place, record it."""
-        path, size, disk_bytes = self.cache.commit(partial.fd, partial.path, obj, reported_size, durable=False)
+        durable = obj.sha256 is not None  # a verified copy is kept verified: its size alone is no proof
+        path, size, disk_bytes = self.cache.commit(partial.fd, partial.path, obj, reported_size, durable)
         return path, size, self.records.finish(transfer_id, obj, size, disk_bytes)
 
     def _on_progress(

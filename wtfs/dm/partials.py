@@ -56,6 +56,13 @@ class Partial:
         if self.resume is not None and not keep:
             forget(self.resume)
 
+    def unkeep(self) -> None:
+        """Bytes will be written past the prefix (holes): drop the lasting name, so neither a
+        failure nor a crash leaves this partial to be continued from its size."""
+        if self.resume is not None:
+            forget(self.resume)
+            self.resume = None
+
     def landed(self) -> None:
         """The temp name was renamed into place: the lasting name is no longer needed."""
         if self.resume is not None:

@@ -9,8 +9,9 @@ at landing) fails every later read of it: the bytes already read were never veri
 A read far past what one stream wrote (``FAR_BYTES``) does not wait for the stream to get there:
 where the provider fetches ranges and the source names its version (ETag or Last-Modified), that
 range is fetched on its own first (If-Range: the same version) and written in place; the stream
-writes the same bytes again when it gets there. A transfer that fails keeps for a resume only
-the prefix the stream wrote: bytes fetched ahead are cut off first (``trim``).
+writes the same bytes again when it gets there. Such a partial has holes, so it is no longer kept
+for a resume (a crash would leave it to be continued from its size). Nothing fetched ahead is
+written once the transfer stops (``stop_ahead``: landing, failed) or started over.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ REQUESTER_POLL = 0.1
 FAR_BYTES = 8 * 1024 * 1024
 #: A far read fetches at least this much from its offset: its reader is likely to go on.
 FAR_FETCH_BYTES = 4 * 1024 * 1024
+#: Far fetches of one transfer at once; a far read beyond them waits for one to end, or the stream.
+FAR_FETCHES = 2
 
 #: Fetches bytes [start, end) of the source (of the given version) and gives them to a writer.
 RangeFetcher = Callable[[int, int, str | None, Callable[[int, memoryview], None]], Awaitable[None]]
@@ -62,8 +65,9 @@ class Streamed:
         self.fetch_range: RangeFetcher | None = None
         self.spawn: Callable[[Callable[[list[int]], Awaitable[None]], list[int]], None] | None = None
         self._fetched: list[tuple[int, int]] = []  # ranges written ahead of the stream
-        self._fetching: list[list[int]] = []  # and those on their way: [start, written up to, end]
-        self._trimmed = False
+        self._fetching: list[list[int]] = []  # and those on their way: [start, written up to, end, generation]
+        self._generation = 0  # of the file's bytes: a start-over makes every fetch on its way void
+        self._stopped = False  # nothing fetched ahead is written any more
 
     @property
     def open(self) -> bool:
@@ -74,10 +78,13 @@ class Streamed:
         """The sink wrote more (or started over: then bytes already served may be of another
         version of the source, and the file is failed for its streaming readers)."""
         if done < self._done:
-            self._fetched.clear()  # the file was cut: what was fetched ahead went with it
+            self._generation += 1  # the file was cut: what was fetched ahead went with it
+            self._fetched.clear()
             if self.served:
                 self.end(TransferFailed(f"{mask_credentials(self.source)}: the transfer started over after a read"))
         self._done = done
+        if self._fetched and self.sink is not None and self.sink.parts is None:
+            self._fetched = [(start, stop) for start, stop in self._fetched if stop > done]  # passed by the stream
         self._wake()
 
     def end(self, error: WtfsError | None) -> None:
@@ -105,7 +112,7 @@ class Streamed:
             return False
         if any(start <= offset and end <= stop for start, stop in self._fetched):
             return True
-        if any(start <= offset and end <= pos for start, pos, _ in self._fetching):
+        if any(start <= offset and end <= pos and gen == self._generation for start, pos, _, gen in self._fetching):
             return True
         if sink.parts is None:
             return end <= sink.offset
@@ -122,11 +129,11 @@ class Streamed:
         No progress for ``stall_timeout`` is a stall; a signal to ``requester`` ends the wait."""
         deadline = trio.current_time() + self.stall_timeout
         seen = self._done
-        self._fetch_if_far(offset, length)
         with trio.CancelScope() as scope:
             self._waiters.add(scope)
             try:
                 while self.error is None and not self.ended and not self.landed(offset, length):
+                    self._fetch_if_far(offset, length)  # again once a fetch slot is free
                     poll = trio.current_time() + (REQUESTER_POLL if requester else math.inf)
                     with trio.move_on_at(min(deadline, poll)):
                         await self._changed.wait()
@@ -146,27 +153,32 @@ class Streamed:
 
     def _fetch_if_far(self, offset: int, length: int) -> None:
         """Start fetching [offset, offset + at least FAR_FETCH_BYTES) on its own if the stream is
-        far from it, none of it is on its way, and its version is known."""
+        far from it, none of it is on its way, a slot is free and its version is known."""
         sink = self.sink
-        if self.fetch_range is None or self.spawn is None or sink is None or self.ended or self._trimmed:
+        if self.fetch_range is None or self.spawn is None or sink is None or self.ended or self._stopped:
             return
         if sink.parts is not None or sink.validator is None or offset < sink.offset + FAR_BYTES:
             return
-        if self.landed(offset, length) or any(start <= offset < stop for start, _, stop in self._fetching):
+        if len(self._fetching) >= FAR_FETCHES or any(s <= offset < stop for s, _, stop, _ in self._fetching):
+            return
+        if self.landed(offset, length):
             return
         size = sink.expected_size if sink.expected_size is not None else self.size
         end = offset + max(length, FAR_FETCH_BYTES)
         end = end if size is None else min(end, size)
         if end > offset:
-            fetching = [offset, offset, end]
+            self.partial.unkeep()  # before a byte past the prefix is written: holes are never resumed
+            fetching = [offset, offset, end, self._generation]
             self._fetching.append(fetching)
             self.spawn(self._fetch, fetching)
 
     async def _fetch(self, fetching: list[int]) -> None:
         assert self.fetch_range is not None and self.sink is not None
-        start, _, end = fetching
+        start, _, end, generation = fetching
 
         def write(position: int, data: memoryview) -> None:
+            if generation != self._generation:
+                raise Interrupted(f"{mask_credentials(self.source)}: the transfer started over")
             self._write_ahead(position, data)
             fetching[1] = position + len(data)
             self._wake()
@@ -174,12 +186,12 @@ class Streamed:
         try:
             await self.fetch_range(start, end, self.sink.validator, write)
         except Exception as exc:  # whatever the failure, the reader waits for the stream instead
-            if not self.ended and not self._trimmed:
+            if not self.ended and not self._stopped and generation == self._generation:
                 said = "%s: fetching bytes %d-%d ahead failed (%s); reads there wait for the transfer"
                 log.info(said, mask_credentials(self.source), start, end, exc)
                 self.fetch_range = None
         else:
-            if not self.ended and not self._trimmed:
+            if not self.ended and not self._stopped and generation == self._generation:
                 self._fetched.append((start, end))
         finally:
             self._fetching.remove(fetching)
@@ -187,18 +199,14 @@ class Streamed:
 
     def _write_ahead(self, position: int, data: memoryview) -> None:
         """Bytes fetched ahead, written in place while the transfer runs (never after: its file
-        may be closed, renamed into the cache, or kept for a resume by then)."""
-        if self.ended or self._trimmed or self.partial.fd < 0:
+        may be closed or renamed into the cache by then)."""
+        if self.ended or self._stopped or self.partial.fd < 0:
             raise Interrupted(f"{mask_credentials(self.source)}: the transfer ended")
         while data:
             written = os.pwrite(self.partial.fd, data, position)
             data, position = data[written:], position + written
 
-    def trim(self) -> None:
-        """The transfer failed and its partial may be kept for a resume, which starts from the
-        file's size: cut off what was written ahead of the stream, and write no more of it."""
-        self._trimmed = True
-        sink = self.sink
-        if (self._fetched or self._fetching) and sink is not None and sink.parts is None and self.partial.fd >= 0:
-            os.ftruncate(self.partial.fd, sink.offset)
-        self._fetched.clear()
+    def stop_ahead(self) -> None:
+        """The stream is done (about to be checked and renamed into place) or failed: no byte
+        fetched ahead is written from now on."""
+        self._stopped = True

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -16,6 +15,7 @@ from ..dm.base import REQUESTER, Streaming, StreamingDataManager
 from ..errors import NoAttribute, NotFound, ReadOnly
 from ..objects import ObjectRef
 from .base import Attr, FdFile, Node, OpenFile, wants_write
+from .readahead import FileReadAhead
 
 STATE_XATTR = "user.wtfs.state"
 OBJECT_XATTR = "user.wtfs.object"
@@ -44,7 +44,7 @@ class DataContext:
 
 
 def wrap(
-    node: CatalogNode, ctx: DataContext, path: str, opened: Callable[[str], Awaitable[None]] | None = None
+    node: CatalogNode, ctx: DataContext, path: str, opened: Callable[[str], None] | None = None
 ) -> DataDir | DataFile | DataLink:
     if isinstance(node, CatalogFile):
         return DataFile(node, ctx, path, opened)
@@ -61,15 +61,16 @@ class DataDir(Node):
         self.path = path
         self._nodes: dict[str, DataDir | DataFile | DataLink] = {}  # name -> its node, while its catalog node stays
         self._listed = False  # listed once: prefetch_dir started then, never again
-        self._order: tuple[dict[str, CatalogNode], list[str]] | None = None  # children, their names sorted
-        self._last_opened = -2  # the index (in name order) of the file opened last
-        self._ahead_until = 0  # files before this index were given to read-ahead already
+        self._ahead = FileReadAhead(ctx.readahead_files, self._read_ahead) if ctx.read_ahead is not None else None
 
     async def attr(self) -> Attr:
         return Attr.directory(self.cat.mtime_ns, ttl=self.ctx.ttl)
 
     async def lookup(self, name: str) -> Node:
-        child = (await self.cat.children()).get(name)
+        children = await self.cat.children()
+        if self._ahead is not None:
+            self._ahead.listed(children)
+        child = children.get(name)
         if child is None:
             raise NotFound(name)
         return self._node(name, child, self._nodes)
@@ -78,6 +79,8 @@ class DataDir(Node):
         """The same node objects as last time for unchanged catalog nodes: a repeated listing of
         a big directory makes no new objects (each keeps its attributes too)."""
         children = await self.cat.children()
+        if self._ahead is not None:
+            self._ahead.listed(children)
         nodes: dict[str, DataDir | DataFile | DataLink] = {}
         listed: list[tuple[str, Node]] = [(name, self._node(name, children[name], nodes)) for name in sorted(children)]
         self._nodes = nodes  # names gone from the catalog are let go
@@ -101,48 +104,29 @@ class DataDir(Node):
     ) -> DataDir | DataFile | DataLink:
         node = self._nodes.get(name)
         if node is None or node.cat is not child:
-            node = wrap(child, self.ctx, f"{self.path}/{name}", self._opened)
+            node = wrap(child, self.ctx, f"{self.path}/{name}", self._ahead.opened if self._ahead else None)
         into[name] = node
         return node
 
-    async def _opened(self, name: str) -> None:
-        """Read-ahead across files: a second open in a row of the next file in name order lands
-        the ``readahead_files`` files after it; the window moves on when the reader is halfway
-        through it. Like the kernel's read-ahead within a file, it follows only sequential opens."""
-        if self.ctx.read_ahead is None:
-            return
-        names = await self._names()
-        index = bisect.bisect_left(names, name)
-        sequential, self._last_opened = index == self._last_opened + 1, index
-        window = self.ctx.readahead_files
-        if not sequential or index + window // 2 < self._ahead_until:
-            return
-        start, self._ahead_until = max(index + 1, self._ahead_until), index + 1 + window
-        children = await self.cat.children()
-        files = [children[n] for n in names[start : self._ahead_until]]
-        ahead = [f for f in files if isinstance(f, CatalogFile) and f.resolver is None]
-        for f in ahead:
+    def _read_ahead(self, files: list[CatalogFile]) -> None:
+        """Land the files a sequential reader is about to open (a local file is served in place:
+        nothing to land)."""
+        assert self.ctx.read_ahead is not None
+        remote = [f for f in files if f.resolver is None]
+        for f in remote:
             self.ctx.paths.setdefault(f.obj.id, f"{self.path}/{f.name}")
-        self.ctx.read_ahead([f.obj for f in ahead])
-
-    async def _names(self) -> list[str]:
-        """The children's names in order, sorted again only when the catalog's listing changed."""
-        children = await self.cat.children()
-        if self._order is None or self._order[0] is not children:
-            self._order = (children, sorted(children))
-            self._last_opened, self._ahead_until = -2, 0
-        return self._order[1]
+        self.ctx.read_ahead([f.obj for f in remote])
 
 
 class DataFile(Node):
     def __init__(
-        self, cat: CatalogFile, ctx: DataContext, path: str, opened: Callable[[str], Awaitable[None]] | None = None
+        self, cat: CatalogFile, ctx: DataContext, path: str, opened: Callable[[str], None] | None = None
     ) -> None:
         self.cat = cat
         self.ctx = ctx
         self.key = ("data", cat)
         self.path = path
-        self._opened = opened  # its directory's read-ahead, told of each open
+        self._opened = opened  # its directory's read-ahead across files, told of each open
         self._shown: tuple[ObjectRef, int] | None = None
         self._attr = Attr(0)
 
@@ -191,7 +175,7 @@ class DataFile(Node):
             raise ReadOnly("data/ is read-only")
         obj = await self.object()
         if self._opened is not None:
-            await self._opened(self.cat.name)
+            self._opened(self.cat.name)
         streaming = self.ctx.streaming if self.ctx.stream(self.path) else None
         if streaming is not None:
             lock = await streaming.lock_streaming(obj, self.ctx.owner)
