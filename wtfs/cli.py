@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, cache_commands, mounttable, runtime
+from . import __version__, mounttable, runtime
 from .config import Spec, load_spec
 from .errors import MountError, SpecError, WtfsError
 from .log import setup_logging
 from .procfs import pid_alive
-from .publish import command as publish_command
+from .publish.args import add_arguments as add_publish_arguments
 from .store import RunStore, session_stores
 from .store.executor import cancel, command_for
 from .store.foreground import exit_status, run_in_foreground
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("mountpoint")
     check.add_argument("--timeout", type=float, default=10.0)
 
-    publish_command.add_arguments(sub.add_parser("publish", help="upload a file or tree into a Girder folder"))
+    add_publish_arguments(sub.add_parser("publish", help="upload a file or tree into a Girder folder"))
 
     umount = sub.add_parser("umount", help="release locks and unmount cleanly")
     umount.add_argument("mountpoint")
@@ -146,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_version_create(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command in ("status", "cache", "prefetch"):
+            from . import cache_commands  # the cache layer: imported by the commands that use it
         if args.command == "status":
             return cache_commands.show_status(args.mountpoint, args.cache_dir, args.json, args.watch, args.interval)
         if args.command == "cache":
@@ -157,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "prefetch":
             return cache_commands.prefetch(args.paths, args.wait)
         if args.command == "publish":
+            from .publish import command as publish_command  # trio, httpx: only publish needs them here
+
             return publish_command.run(args)
         if args.command == "check":
             healthy, reason = mounttable.check(args.mountpoint, args.timeout)

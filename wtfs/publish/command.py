@@ -24,39 +24,12 @@ from ..errors import SpecError, WtfsError
 from ..procfs import pid_alive
 from .journal import Journal, journal_path
 from .progress import Reporter, Tally, reporter
-from .publisher import CHUNK_SIZE, Options, Publisher
+from .publisher import Options, Publisher
 from .remote import CALL_TIMEOUT, Remote, make_client
 from .tree import LocalTree, scan
 
 EXIT_FAILED = 1
 WHERE = "publish"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", metavar="PATH", help="file or directory to publish")
-    dest = parser.add_mutually_exclusive_group(required=True)
-    dest.add_argument("--folder-id", help="publish into this Girder folder")
-    dest.add_argument("--collection", help="publish into this collection (created if missing)")
-    parser.add_argument("--folder-path", help="A/B/C below --collection (created if missing)")
-    parser.add_argument("--girder-url", help="Girder API URL (default: the mount's [girder] or [wholetale])")
-    key = parser.add_mutually_exclusive_group()
-    key.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
-    key.add_argument("--api-key-file", metavar="FILE", help="file holding the API key")
-    parser.add_argument("--jobs", type=_positive, default=4, help="parallel uploads (default 4)")
-    parser.add_argument("--json", action="store_true", help="JSON heartbeat lines instead of a progress bar")
-    parser.add_argument("--no-overwrite", action="store_true", help="report items that hold other contents")
-    parser.add_argument("--chunk-size", type=_positive, default=CHUNK_SIZE, help=argparse.SUPPRESS)
-    parser.add_argument("--heartbeat", type=float, default=5.0, help=argparse.SUPPRESS)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

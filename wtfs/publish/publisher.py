@@ -20,13 +20,15 @@ from ..catalog.girder_api import Unreachable
 from ..confine import REFUSED_ERRNOS, open_file
 from ..errors import AccessDenied, Exists, TransferFailed, WtfsError
 from ..retry import Backoff
+from .args import CHUNK_SIZE
 from .journal import Journal, Record, State
 from .progress import Tally
 from .remote import Doc, Remote, is_file
 from .tree import LocalFile, LocalTree
 
-CHUNK_SIZE = 64 * 1024**2
 CHUNK_RETRY = Backoff(0.25, attempts=4)
+#: Done rows of small files written to the journal together (one SQLite transaction).
+BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,16 @@ def _read_whole(fd: int, size: int) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+def _open_and_read(local: LocalFile) -> tuple[int, bytes, str]:
+    """Opened, read whole and hashed in one worker-thread trip: a small file's whole local cost."""
+    fd = _open_scanned(local)
+    try:
+        return (fd, *_read_whole(fd, local.size))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _hash_file(fd: int, chunk: int) -> str:
     digest = hashlib.sha256()
     offset = 0
@@ -113,19 +125,24 @@ class Publisher:
     folders: dict[str, str] = field(default_factory=dict)  # relative dir -> folder id
     items: dict[str, dict[str, Doc]] = field(default_factory=dict)  # relative dir -> name -> item
     not_started: int = 0  # files left alone once the publish halted
+    unwritten: list[Record] = field(default_factory=list)  # small files done, not yet in the journal
 
     async def publish(self, tree: LocalTree, root_id: str) -> None:
         self.folders[""] = root_id
         self.items[""] = await self.remote.items(root_id)
         await self._make_folders(tree.dirs)
         send, receive = trio.open_memory_channel[LocalFile](0)
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.options.jobs):
-                nursery.start_soon(self._worker, receive.clone())
-            async with send:
-                for local in tree.files:
-                    await send.send(local)
-            await receive.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.options.jobs):
+                    nursery.start_soon(self._worker, receive.clone())
+                async with send:
+                    for local in tree.files:
+                        await send.send(local)
+                await receive.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._write_done(0)
 
     @property
     def halted(self) -> WtfsError | None:
@@ -190,6 +207,8 @@ class Publisher:
         if folder_id is None:
             raise TransferFailed(f"its folder {local.folder!r} could not be published")
         existing = self.items[local.folder].get(local.name)
+        if existing is None and local.size <= self.options.chunk_size:
+            return await self._publish_new_small(local, folder_id)
         record: Record | None = await _thread(self.journal.get, local.rel)
         if _unchanged(local, record, existing):
             return False
@@ -199,16 +218,26 @@ class Publisher:
         finally:
             os.close(fd)  # no thread still reads it: trio waits for its worker threads
 
+    async def _publish_new_small(self, local: LocalFile, folder_id: str) -> bool:
+        """Most files of a tree: new, and at most one chunk. Read and hashed in one thread trip,
+        sent in Girder's init request (which makes the item only once all bytes are in), then
+        checked and given ``meta``: two calls. Nothing to resume, so no journal row before."""
+        fd, data, digest = await _thread(_open_and_read, local)
+        try:
+            self._count_read(len(data), whole=True)
+            doc = await self.remote.start_upload(("folder", folder_id), None, local.name, local.size, data)
+            self.tally.counters.n_bytes_processed += len(data)
+            await self._finish(local, fd, str(doc.get("itemId")), doc, digest)
+        finally:
+            os.close(fd)
+        return True
+
     async def _send_file(
         self, local: LocalFile, fd: int, folder_id: str, existing: Doc | None, record: Record | None
     ) -> bool:
         resuming = _resumable(local, record, existing)
         if existing is not None and not resuming and await self._in_place(local, fd, existing, record):
             return False
-        if existing is None and local.size <= self.options.chunk_size:
-            doc, digest = await self._upload_whole(local, fd, ("folder", folder_id), None)  # Girder makes the item
-            await self._finish(local, fd, str(doc.get("itemId")), doc, digest)
-            return True
         item = existing or await self.remote.create_item(folder_id, local.name, {"wtfs": self.options.wtfs_meta})
         await self._upload(local, fd, item, record if resuming else None, new=existing is None)
         return True
@@ -330,7 +359,19 @@ class Publisher:
             raise TransferFailed("changed while being uploaded; publish it again")
         meta = {"sha256": digest, "size": local.size, "wtfs": self.options.wtfs_meta}
         await self.remote.set_item_meta(item_id, meta)
-        await _thread(self.journal.done, local.rel, local.size, local.mtime_ns, item_id, str(doc["_id"]), digest)
+        done = Record(
+            local.rel, State.DONE, local.size, local.mtime_ns, None, local.size, item_id, str(doc["_id"]), digest
+        )
+        self.unwritten.append(done)
+        # A file that had an upload row is written at once (else a rerun would resume it); small
+        # ones in batches: a done row lost to a crash costs a rerun one hash, Girder's sha256 says done.
+        await self._write_done(BATCH if local.size <= self.options.chunk_size else 0)
+
+    async def _write_done(self, batch: int) -> None:
+        """Journal the files done so far, in one transaction, once more than ``batch`` wait."""
+        if len(self.unwritten) > batch:
+            rows, self.unwritten = self.unwritten, []
+            await _thread(self.journal.done_many, rows)
 
     def _count_read(self, nbytes: int, whole: bool) -> None:
         self.tally.counters.n_bytes_read += nbytes

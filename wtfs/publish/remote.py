@@ -1,21 +1,20 @@
-"""The Girder calls publishing needs: folders, items, uploads in chunks, metadata.
+"""The Girder calls publishing needs: folders, items and metadata, on top of the upload calls
+(``catalog.girder_upload``, shared with the WholeTale workspace).
 
 Every call is ``GirderApi``'s (the key in a form body, retries with backoff, a POST never
-repeated once it may have reached Girder); a chunk whose fate is unknown is settled here by
-asking Girder for the upload's offset.
+repeated once it may have reached Girder).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 
-from ..catalog.girder_api import GirderApi
+from ..catalog.girder_upload import Doc, GirderUploads, is_file
 from ..errors import AccessDenied, NotFound
 
-Doc = dict[str, Any]
+__all__ = ["CALL_TIMEOUT", "Doc", "Remote", "is_file", "make_client"]
 
 
 #: Girder may take a while to store a 64 MiB chunk: calls wait this long for an answer.
@@ -27,10 +26,7 @@ def make_client(jobs: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=jobs + 4))
 
 
-class Remote:
-    def __init__(self, api: GirderApi) -> None:
-        self.api = api
-
+class Remote(GirderUploads):
     # -- containers --------------------------------------------------------------------------
 
     async def collection(self, name: str) -> str:
@@ -93,39 +89,3 @@ class Remote:
             parent = found or await self.create_folder(parent, name, {"wtfs": meta}, parent_type)
             parent_type = "folder"
         return parent, parent_type
-
-    # -- uploads -----------------------------------------------------------------------------
-
-    async def start_upload(
-        self, parent: tuple[str, str], file_id: str | None, name: str, size: int, data: bytes | None
-    ) -> Doc:
-        """A new upload into ``parent`` (("item", id), or ("folder", id): Girder then makes the
-        item), or new contents for file ``file_id``. With ``data`` (the whole file) the answer is
-        the finished file; else the upload, or the file when size is 0."""
-        if file_id is not None:
-            doc: Doc = await self.api.call("PUT", f"file/{file_id}/contents", {"size": size}, name)
-            if data and doc.get("received") is not None:
-                doc = await self.send_chunk(str(doc["_id"]), 0, data)
-            return doc
-        params = {"parentType": parent[0], "parentId": parent[1], "name": name, "size": size}
-        doc = await self.api.call("POST", "file", params, name, content=data or None)
-        return doc
-
-    async def upload_offset(self, upload_id: str) -> int | None:
-        """Where Girder stands in an upload; None when it no longer knows it (finished or gone)."""
-        try:
-            found = await self.api.call("GET", "file/offset", {"uploadId": upload_id}, "upload")
-        except NotFound:
-            return None
-        return int(found["offset"])
-
-    async def send_chunk(self, upload_id: str, offset: int, data: bytes) -> Doc:
-        chunk: Doc = await self.api.call(
-            "POST", "file/chunk", {"uploadId": upload_id, "offset": offset}, "upload chunk", content=data
-        )
-        return chunk
-
-
-def is_file(doc: Doc) -> bool:
-    """An upload's answer is the file once the last byte is in (uploads carry ``received``)."""
-    return "received" not in doc and "itemId" in doc
