@@ -11,18 +11,25 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import girder_client
 import pytest
+import trio
 
 from tests.conftest import Session
 from tests.girder.fixtures import KEY_ENV, DroppingProxy, Girder
 from tests.mounting import Mount, wait_for, wtfs
 from tests.test_wholetale import REMOTE, data_folder, lock_count, tale  # noqa: F401 - fixtures
 from wtfs import posix
-from wtfs.errors import DiskFull
+from wtfs.catalog.girder_api import GirderApi
+from wtfs.dm.base import DataManager
+from wtfs.errors import DiskFull, NotEmpty
+from wtfs.providers.http import make_client
 from wtfs.store.writeback import WriteBack
+from wtfs.store.wt_workspace import WsEntry, open_workspace
+from wtfs.views.base import Caller
+from wtfs.views.wt_workspace import WsDir, WsTree
 
 pytestmark = pytest.mark.fuse
 
@@ -135,6 +142,14 @@ def test_renamed_while_open_is_uploaded_under_its_new_name(session: Session, gir
         os.close(fd)
     wait_for(lambda: on_server(girder, ws) == {"notes.txt": sha(b"saved and closed\n")}, what="the upload at close")
     assert os.listdir(work) == ["notes.txt"]
+    with open(work / "scratch.tmp", "wb") as scratch:  # unlinked while open: its close uploads nothing
+        scratch.write(b"scratch")
+        scratch.flush()
+        os.unlink(work / "scratch.tmp")
+        scratch.write(b" more")
+    wait_for(lambda: pending(m) == 0, what="nothing left to upload")
+    assert os.listdir(work) == ["notes.txt"]
+    assert on_server(girder, ws) == {"notes.txt": sha(b"saved and closed\n")}
 
 
 @pytest.fixture
@@ -222,11 +237,18 @@ def test_server_outage_mid_mount(session: Session, girder: Girder, tale: str, pr
         (work / "uncached.txt").read_bytes()
     assert failed.value.errno == errno.EIO
     (work / "queued.txt").write_bytes(b"written offline\n")
+    with open(work / "cached.txt", "ab") as changed:  # filled from the host cache
+        changed.write(b"changed offline\n")
+    with pytest.raises(OSError) as refused:
+        os.unlink(work / "cached.txt")  # the server must say first: the local changes stay
+    assert refused.value.errno == errno.EIO
+    assert (work / "cached.txt").read_bytes() == b"cached\nchanged offline\n"
     status = wtfs("status", str(m.path))
     assert "server unreachable since" in status.stdout
     assert m.log.read_text().count("server unreachable") == 1
     proxy.set_online(True)
-    wait_for(lambda: on_server(girder, ws).get("queued.txt") == sha(b"written offline\n"), what="the queued upload")
+    queued = {"queued.txt": sha(b"written offline\n"), "cached.txt": sha(b"cached\nchanged offline\n")}
+    wait_for(lambda: on_server(girder, ws).items() >= queued.items(), what="the queued uploads")
     assert (work / "uncached.txt").read_bytes() == b"never read\n"
 
 
@@ -315,3 +337,93 @@ def test_a_read_only_share(session: Session, girder: Girder) -> None:
             change()
         assert refused.value.errno == errno.EACCES
     assert sorted(os.listdir(work)) == ["notes.txt"]
+
+
+async def _unchecked(entry: WsEntry, digest: str) -> None:
+    """The host cache's check of an upload is not what these in-process tests are about."""
+
+
+async def _write(directory: WsDir, name: str, data: bytes) -> None:
+    _, handle = await directory.create(name, 0o644, os.O_WRONLY | os.O_CREAT, Caller(0, 0))
+    await handle.write(0, data)
+    await handle.release()
+
+
+async def test_changes_of_the_same_paths_never_wait_on_each_other(girder: Girder, tale: str, tmp_path: Path) -> None:  # noqa: F811
+    """In-process, on the view's nodes: one mount's kernel serialises its renames, but renames
+    also meet closes and uploads, and a lock taken in argument order deadlocks a→b against b→a.
+    Both opposite renames finish; a directory renamed while a file below it is closed takes the
+    file's upload along."""
+    ws = workspace_id(girder, tale)
+    async with make_client(5.0) as client, trio.open_nursery() as nursery:
+        api = GirderApi(client, girder.url, os.environ[KEY_ENV], None)
+        await api.authenticate()
+        sync = await open_workspace(api, tale, 60.0, tmp_path, _unchecked, "host", nursery)
+        tree = WsTree(sync, cast(DataManager, None), "owner")  # no read here goes to the host cache
+        root = tree.root
+        await _write(root, "a", b"a")
+        await _write(root, "b", b"b")
+        await root.mkdir("d", 0o755, Caller(0, 0))
+        d = await root.lookup("d")
+        assert isinstance(d, WsDir)
+        _, below = await d.create("f", 0o644, os.O_WRONLY | os.O_CREAT, Caller(0, 0))
+        await below.write(0, b"below")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as both:
+                both.start_soon(root.rename, "a", root, "b", 0)
+                both.start_soon(root.rename, "b", root, "a", 0)
+                both.start_soon(root.rename, "d", root, "e", 0)
+                both.start_soon(below.release)
+            assert await sync.drain(20)
+        await root.mkdir("x", 0o755, Caller(0, 0))
+        x = await root.lookup("x")
+        assert isinstance(x, WsDir)
+        _, unsent = await x.create("unsent", 0o644, os.O_WRONLY | os.O_CREAT, Caller(0, 0))
+        await unsent.write(0, b"not sent yet")  # open: not uploaded, the server's x/ is empty
+        with pytest.raises(NotEmpty):
+            await root.rename("e", root, "x", 0)
+        await unsent.release()
+        with trio.fail_after(30):
+            assert await sync.drain(20)
+        (kept,) = {"a", "b"} & set(await root._children())
+        assert on_server(girder, ws) == {
+            kept: sha(kept.encode()),
+            "e": {"f": sha(b"below")},
+            "x": {"unsent": sha(b"not sent yet")},
+        }
+        assert sync.rows == {}
+        nursery.cancel_scope.cancel()
+    sync.journal.close()
+
+
+def test_a_full_write_back_disk_is_enospc_and_keeps_the_servers_copy(
+    session: Session,
+    girder: Girder,
+    tale: str,  # noqa: F811
+) -> None:
+    """The write-back copies on a 1 MiB tmpfs: a write that does not fit is ENOSPC, and once
+    closed the incomplete copy is dropped, never uploaded: the server keeps what it had."""
+    ws = workspace_id(girder, tale)
+    copies = session.root / "state" / "wt-workspace"
+    copies.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(copies)], check=True)
+    try:
+        m = session.mount(spec(session, girder.url, tale))
+        work = m.path / "workspace"
+        kept = os.urandom(200_000)
+        (work / "kept.bin").write_bytes(kept)
+        wait_for(lambda: pending(m) == 0, what="the first upload")
+        for name in ("kept.bin", "new.bin"):
+            with pytest.raises(OSError) as full:
+                (work / name).write_bytes(os.urandom(2_000_000))
+            assert full.value.errno == errno.ENOSPC
+        wait_for(lambda: pending(m) == 0, what="the incomplete copies dropped")
+        assert os.listdir(work) == ["kept.bin"]
+        assert (work / "kept.bin").read_bytes() == kept
+        assert on_server(girder, ws) == {"kept.bin": sha(kept)}
+        (journal,) = copies.iterdir()
+        assert os.listdir(journal / "copies") == []
+        assert "a write to the local copy failed; the copy is dropped" in m.log.read_text()
+        m.unmount()
+    finally:
+        subprocess.run(["umount", "-l", str(copies)], check=False)

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +27,11 @@ import trio
 
 from ..catalog.girder import timestamp_ns
 from ..catalog.girder_api import GirderApi, Unreachable, path_id
+from ..catalog.girder_upload import GirderUploads as Remote
+from ..catalog.girder_upload import is_file
 from ..catalog.wholetale import WS_SCHEME
 from ..errors import DiskFull, Exists, IsADirectory, NotADirectory, NotEmpty, NotFound, TransferFailed, WtfsError
 from ..objects import ObjectRef
-from ..publish.remote import Remote, is_file
 from ..retry import Backoff
 from .writeback import Pending, WriteBack, remove_copy, workspace_state
 
@@ -227,6 +228,11 @@ def _split(rel: str) -> tuple[str, str]:
     return parent, name
 
 
+def _truncate(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.truncate(path, 0)
+
+
 def _read(fd: int, size: int, offset: int, digest: hashlib._Hash) -> bytes:
     """Exactly ``size`` bytes (fewer: the copy shrank, a later upload sends it), hashed."""
     data = os.pread(fd, size, offset) if size > 0 else b""
@@ -285,6 +291,15 @@ class WorkspaceSync:
     def lock_for(self, rel: str) -> trio.Lock:
         return self._locks.setdefault(rel, trio.Lock())
 
+    @contextlib.asynccontextmanager
+    async def locked(self, rels: Iterable[str]) -> AsyncIterator[None]:
+        """The locks of several paths, taken in one global order (sorted, each once): two
+        changes that touch the same paths (a→b and b→a) never wait on each other."""
+        async with contextlib.AsyncExitStack() as held:
+            for rel in sorted(set(rels)):
+                await held.enter_async_context(self.lock_for(rel))
+            yield
+
     def copy_path(self, rel: str) -> Path | None:
         row = self.rows.get(rel)
         return None if row is None else self.journal.copy_path(row)
@@ -304,10 +319,21 @@ class WorkspaceSync:
         self._failed.pop(rel, None)
         return self.journal.copy_path(row)
 
-    async def closed(self, rel: str) -> None:
-        """A writer closed: the copy is on disk and journalled; the uploader takes it."""
-        self._refresh(rel, await trio.to_thread.run_sync(self.journal.closed, rel))
+    async def closed(self, rel: str, discard: bool = False) -> bool:
+        """A writer closed: the copy is on disk and journalled; the uploader takes it. With
+        ``discard`` (a write to the copy failed), the last writer's close drops the copy
+        instead: the server's file stays as it was. True once no writer is left."""
+        copy = self.copy_path(rel)
+        if discard and copy is not None:  # its blocks first: the journal may need them
+            await trio.to_thread.run_sync(_truncate, copy)
+        row = await trio.to_thread.run_sync(self.journal.closed, rel)
+        if row is not None and discard and not row.open:
+            log.warning("workspace/%s: a write to the local copy failed; the copy is dropped", rel)
+            await self.dropped(rel)
+            return True
+        self._refresh(rel, row)
         self._kick()
+        return row is None or not row.open
 
     async def flush(self, rel: str) -> None:
         """fsync: upload now (still open for writing) and wait for the server's copy. The caller
@@ -420,11 +446,13 @@ class WorkspaceSync:
 
     async def _keep_as(self, row: Pending, target: str, entry: WsEntry) -> None:
         """A conflict copy still open for writing: its row (and the writer's node) moves to the
-        conflict name, based on what was just sent there, so later writes go there too."""
-        await self.renamed(row.rel, target)
-        await trio.to_thread.run_sync(self.journal.rebase, target, entry.updated)
-        self._refresh(target, await trio.to_thread.run_sync(self.journal.get, target))
-        self.on_moved(row.rel, target)
+        conflict name, based on what was just sent there, so later writes go there too. The
+        caller holds the row's lock; the target's sorts after it (it starts with the row's path)."""
+        async with self.lock_for(target):
+            await self.renamed(row.rel, target)
+            await trio.to_thread.run_sync(self.journal.rebase, target, entry.updated)
+            self._refresh(target, await trio.to_thread.run_sync(self.journal.get, target))
+            self.on_moved(row.rel, target)
 
     async def _target(self, row: Pending) -> tuple[str, WsEntry | None]:
         """Where the row goes, and what is there now (a folder there: the server refuses it)."""

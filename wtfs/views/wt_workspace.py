@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ..dm.base import DataManager
-from ..errors import AccessDenied, Exists, IsADirectory, NotEmpty, NotFound
+from ..errors import AccessDenied, DiskFull, Exists, IsADirectory, NotEmpty, NotFound
 from ..store.wt_workspace import WorkspaceServer, WorkspaceSync, WsEntry
 from .base import Attr, Caller, FdFile, Node, OpenFile, SetAttr, wants_write
 
@@ -49,6 +49,12 @@ class WsTree:
             found = (WsDir if is_dir else WsFile)(self, rel, next(self._serial))
             self.nodes[rel] = found
         return found
+
+    def below(self, rel: str) -> set[str]:
+        """``rel`` and the paths below it that a node or a journal row holds: what a rename of
+        it must lock, so that no close, fsync or upload of a file below runs meanwhile."""
+        prefix = rel + "/"
+        return {rel} | {r for r in itertools.chain(self.nodes, self.sync.rows) if r.startswith(prefix)}
 
     def moved(self, old: str, new: str) -> None:
         """Nodes follow a rename (and those below a renamed directory)."""
@@ -131,15 +137,14 @@ class WsDir(WsNode):
         rel = _join(self.rel, name)
         _writable(self.tree, rel)
         async with self.tree.sync.lock_for(rel):
-            local = rel in self.tree.sync.rows
-            await self.tree.sync.dropped(rel)
             entry = await self.tree.server.entry(rel, fresh=True)
             if entry is not None and entry.is_dir:
                 raise IsADirectory(f"workspace/{rel}")
             if entry is not None:
-                await self.tree.server.unlink(rel)
-            elif not local:
+                await self.tree.server.unlink(rel)  # first: if it fails, the local changes stay
+            elif rel not in self.tree.sync.rows:
                 raise NotFound(f"workspace/{rel}")
+            await self.tree.sync.dropped(rel)
             gone = self.tree.nodes.pop(rel, None)
             if gone is not None:
                 gone.detached = True
@@ -154,7 +159,11 @@ class WsDir(WsNode):
         sync, server = self.tree.sync, self.tree.server
         if flags & RENAME_NOREPLACE and new_name in await new_parent._children():
             raise Exists(f"workspace/{new}")
-        async with sync.lock_for(old), sync.lock_for(new):
+        if old == new:
+            return
+        async with sync.locked(self.tree.below(old) | self.tree.below(new)):
+            if sync.pending_below(new):  # the server may see it empty; files not yet sent are there
+                raise NotEmpty(f"workspace/{new}")
             on_server = await server.entry(old, fresh=True)
             if on_server is None and old not in sync.rows:
                 raise NotFound(f"workspace/{old}")
@@ -172,6 +181,14 @@ class WsDir(WsNode):
 
 
 class WsFile(WsNode):
+    def __init__(self, tree: WsTree, rel: str, serial: int) -> None:
+        super().__init__(tree, rel, serial)
+        #: The copy's disk work, in a worker thread, one call at a time: writes keep their order.
+        self.io = trio.CapacityLimiter(1)
+        #: A write to the local copy failed (disk full): the copy is incomplete and is dropped
+        #: when its last writer closes, the server's copy stays what it was.
+        self.spoiled = False
+
     async def attr(self) -> Attr:
         copy = self.tree.sync.copy_path(self.rel)
         if copy is not None:
@@ -191,7 +208,7 @@ class WsFile(WsNode):
         if changes.size is not None:
             handle = await self.open(os.O_WRONLY)
             try:
-                await trio.to_thread.run_sync(os.ftruncate, handle.fd, changes.size)
+                await trio.to_thread.run_sync(os.ftruncate, handle.fd, changes.size, limiter=self.io)
             finally:
                 await handle.release()
         return await self.attr()
@@ -227,7 +244,9 @@ class WsFile(WsNode):
         try:
             fd = await trio.to_thread.run_sync(os.open, copy, mode)
         except BaseException:
-            await sync.closed(self.rel)
+            async with _path_of(self) as rel:  # renamed meanwhile: the row moved with it
+                if not self.detached:
+                    await sync.closed(rel)
             raise
         return WsWriter(fd, self)
 
@@ -262,19 +281,36 @@ class WsWriter(WsHandle):
         self.sync = node.tree.sync
 
     async def write(self, offset: int, data: bytes) -> int:
-        return os.pwrite(self.fd, data, offset)
+        try:
+            return await trio.to_thread.run_sync(os.pwrite, self.fd, data, offset, limiter=self.node.io)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.node.spoiled = True
+            raise _full(self.node) from None
 
     async def fsync(self, datasync: bool) -> None:
-        await trio.to_thread.run_sync(os.fsync, self.fd)
+        await trio.to_thread.run_sync(os.fsync, self.fd, limiter=self.node.io)
         async with _path_of(self.node) as rel:
+            if self.node.spoiled:
+                raise _full(self.node)  # an incomplete copy never goes to the server
             if not self.node.detached:
                 await self.sync.flush(rel)
 
     async def release(self) -> None:
-        os.close(self.fd)
+        async with self.node.io:  # no write of this file still in a thread
+            os.close(self.fd)
         async with _path_of(self.node) as rel:
-            if not self.node.detached:  # else its row went with it
-                await self.sync.closed(rel)
+            # a detached node's row went with it
+            if not self.node.detached and await self.sync.closed(rel, discard=self.node.spoiled):
+                self.node.spoiled = False
+
+
+def _full(node: WsFile) -> DiskFull:
+    return DiskFull(
+        f"workspace/{node.rel}: the disk of the local write-back copies is full; "
+        "the file keeps its last uploaded contents once closed"
+    )
 
 
 @asynccontextmanager
