@@ -251,6 +251,16 @@ def test_server_outage_mid_mount(session: Session, girder: Girder, tale: str, pr
     wait_for(lambda: on_server(girder, ws).items() >= queued.items(), what="the queued uploads")
     assert (work / "uncached.txt").read_bytes() == b"never read\n"
 
+    proxy.set_silent(True)  # stopped, not gone: connections are accepted, nothing is answered
+    try:  # each command has a deadline: a silent server is down after one read timeout (10 s)
+        listed = subprocess.run(["ls", str(work)], capture_output=True, text=True, timeout=25, check=True)
+        assert listed.stdout.split() == ["cached.txt", "queued.txt", "uncached.txt"]  # the last listing
+        cat = subprocess.run(["cat", str(work / "cached.txt")], capture_output=True, timeout=25, check=True)
+        assert cat.stdout == b"cached\nchanged offline\n"  # from the host cache
+        assert "server unreachable since" in wtfs("status", str(m.path), timeout=25).stdout
+    finally:
+        proxy.set_silent(False)
+
 
 def test_data_through_an_outage(
     session: Session,

@@ -203,6 +203,8 @@ class DroppingProxy:
         self.drop_after: int | None = None  # bytes of one response before cutting it
         self.sent_to_client = 0
         self.online = True
+        self.silent = False  # connections accepted, requests swallowed: a stopped (SIGSTOP) server
+        self.held: list[socket.socket] = []
         self.connections: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -215,12 +217,24 @@ class DroppingProxy:
                     conn.shutdown(socket.SHUT_RDWR)
             self.connections.clear()
 
+    def set_silent(self, silent: bool) -> None:
+        """Silent: accept connections and take requests, answer none (a stopped server's kernel
+        still accepts); back: the connections held meanwhile are closed."""
+        self.silent = silent
+        if not silent:
+            for conn in self.held:
+                conn.close()
+            self.held.clear()
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self.sock.accept()
             except OSError:
                 return
+            if self.silent:
+                self.held.append(client)
+                continue
             if not self.online:
                 client.close()
                 continue
@@ -237,6 +251,8 @@ class DroppingProxy:
         sent = 0
         try:
             while data := src.recv(65536):
+                if self.silent and not to_client:
+                    continue  # a request swallowed: never answered
                 if to_client and self.drop_after is not None and sent + len(data) > self.drop_after:
                     dst.sendall(data[: self.drop_after - sent])
                     self.sent_to_client += self.drop_after - sent

@@ -175,6 +175,9 @@ class GirderApi:
                         f"{self.api_url}: {path}: {name}, not repeated (it may have taken effect)"
                     ) from None
                 problem = type(exc).__name__
+                if isinstance(exc, httpx.ReadTimeout):  # it took the call and said nothing: down now,
+                    self.outage.down(problem)  # not after more attempts of READ_TIMEOUT each
+                    raise Unreachable(f"{self.api_url}: Girder did not answer within {timeout.read:g}s") from None
             if attempt.last:
                 self.outage.down(problem)
                 raise Unreachable(f"{self.api_url}: Girder unreachable ({problem}) after {attempt.number} attempts")
