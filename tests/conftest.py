@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,16 @@ class Session:
         for m in self.mounts:
             log = m.log.read_text(errors="replace") if m.log.exists() else ""
             assert "unexpected error in" not in log, f"{m.log}: {log[log.index('unexpected error in') :][:2000]}"
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory another user can traverse (pytest's tmp dirs are 0700). Ask for it before
+    ``session``, so that the mounts in it are gone before it is removed."""
+    path = Path(tempfile.mkdtemp(prefix="wtfs-public-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import grp
 import os
-import shutil
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -291,15 +288,6 @@ def as_user(groups: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "HOME": "/", "PYTHONPATH": f"{ROOT}:{SITE}"}
     ids = ("setpriv", f"--reuid={USER}", f"--regid={USER}", f"--groups={groups}" if groups else "--clear-groups")
     return subprocess.run([*ids, SYSTEM_PYTHON, *args], capture_output=True, text=True, timeout=60, env=env, cwd="/")
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory another user can traverse (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="wtfs-cache-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_a_group_member_reads_copies_not_records(public_dir: Path) -> None:

@@ -7,8 +7,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +34,6 @@ def mount_source(path: Path) -> str:
     """The source column of /proc/self/mountinfo for the mount at ``path`` (as findmnt shows it)."""
     found = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(path)], capture_output=True, text=True)
     return found.stdout.strip()
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory another user can traverse (pytest's tmp dirs are 0700). Ask for it before
-    ``session``, so that the mounts in it are gone before it is removed."""
-    path = Path(tempfile.mkdtemp(prefix="wtfs-cli-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # -- mount options --------------------------------------------------------------------------

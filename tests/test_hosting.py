@@ -11,7 +11,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,15 +156,6 @@ def test_uid_gid_umask_are_shown(session: Session, http: Server) -> None:
     st = os.stat(m.data / "d" / "f")
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o440)
     assert stat.S_IMODE(os.stat(m.data / "d").st_mode) == 0o550
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory another user can traverse (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="wtfs-shared-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.fuse

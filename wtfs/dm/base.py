@@ -15,6 +15,8 @@ from ..objects import ObjectRef
 #: The process (thread id, as FUSE gives it) whose open is being served, set by the FUSE layer: a
 #: lock waiting for a landing watches it and gives up when a signal would interrupt it. 0: nobody.
 REQUESTER: ContextVar[int] = ContextVar("wtfs_requester", default=0)
+#: How often a process waiting in open() or read() is looked at (a read of /proc/PID/status).
+REQUESTER_POLL = 0.1
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from ..providers import LocalProvider, Provider, Providers, Sink
 from ..providers.base import Part
 from ..retry import Backoff
 from . import gc
-from .base import REQUESTER, Lock
+from .base import REQUESTER, REQUESTER_POLL, Lock
 from .cache import HostCache, group_id
 from .gc import GcReport
 from .partials import Partial, open_partial
@@ -52,8 +52,6 @@ PAUSE_GAP = 2.0
 #: A foreign transfer is taken over after stall_timeout plus this without progress in its record
 #: (its owner publishes progress every PROGRESS_SECONDS and fails it itself after stall_timeout).
 TAKEOVER_GRACE = 2.0
-#: How often a process waiting in open() is looked at (a read of /proc/PID/status) for signals.
-REQUESTER_POLL = 0.1
 #: How often a transfer another daemon owns is looked at: soon at first, then every half second.
 FOREIGN_POLL = Backoff(0.05, maximum=0.5)
 #: Objects of a known size up to this land without a resumable partial and, unless a sha256

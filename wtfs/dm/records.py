@@ -316,9 +316,7 @@ class CacheRecords:
         """Decide, atomically across daemons, who fetches ``obj``: one transfer per object."""
         now = time.time()
         with self._write() as db:
-            row = db.execute("SELECT status FROM objects WHERE id=?", (obj.id,)).fetchone()
-            if row is not None and row["status"] == ObjectStatus.ACTIVE and is_cached(obj):
-                db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
+            if self._touch_if_cached(db, obj, is_cached, now):
                 return Claim("cached")
             running = db.execute(
                 "SELECT id, daemon_id FROM transfers WHERE object_id=? AND status IN (0,1,2) ORDER BY id DESC",
@@ -510,11 +508,18 @@ class CacheRecords:
         now = time.time()
         with self._write() as db:
             db.execute("INSERT INTO locks VALUES (?,?,?,?,?,?)", (lock_id, obj.id, session, owner, daemon_id, now))
-            row = db.execute("SELECT status FROM objects WHERE id=?", (obj.id,)).fetchone()
-            if row is None or row["status"] != ObjectStatus.ACTIVE or not is_cached(obj):
-                return False
-            db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
-            return True
+            return self._touch_if_cached(db, obj, is_cached, now)
+
+    @staticmethod
+    def _touch_if_cached(
+        db: sqlite3.Connection, obj: ObjectRef, is_cached: Callable[[ObjectRef], bool], now: float
+    ) -> bool:
+        """Whether the records and the disk both have the copy; if so it was used ``now``."""
+        row = db.execute("SELECT status FROM objects WHERE id=?", (obj.id,)).fetchone()
+        if row is None or row["status"] != ObjectStatus.ACTIVE or not is_cached(obj):
+            return False
+        db.execute("UPDATE objects SET last_used=? WHERE id=?", (now, obj.id))
+        return True
 
     def remove_lock(self, lock_id: str) -> None:
         with self._write() as db:

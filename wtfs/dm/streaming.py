@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -26,13 +25,13 @@ import trio
 from .. import procfs
 from ..errors import CallerInterrupted, Interrupted, Stalled, TransferFailed, WtfsError
 from ..log import mask_credentials
+from ..posix import pwrite_all
 from ..providers import Sink
+from .base import REQUESTER_POLL
 from .partials import Partial
 
 log = logging.getLogger(__name__)
 
-#: How often a process waiting in read() is looked at for signals.
-REQUESTER_POLL = 0.1
 #: A read starting this far past what the stream wrote is fetched on its own, first.
 FAR_BYTES = 8 * 1024 * 1024
 #: A far read fetches at least this much from its offset: its reader is likely to go on.
@@ -202,9 +201,7 @@ class Streamed:
         may be closed or renamed into the cache by then)."""
         if self.ended or self._stopped or self.partial.fd < 0:
             raise Interrupted(f"{mask_credentials(self.source)}: the transfer ended")
-        while data:
-            written = os.pwrite(self.partial.fd, data, position)
-            data, position = data[written:], position + written
+        pwrite_all(self.partial.fd, data, position)
 
     def stop_ahead(self) -> None:
         """The stream is done (about to be checked and renamed into place) or failed: no byte

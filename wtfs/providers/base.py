@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..objects import ObjectRef
+from ..posix import pwrite_all
 
 #: Start writing a transfer's pages to disk every so many bytes, so the fsync before the copy
 #: is published has little left to do (measured by `make bench`: cold HTTP open+read).
@@ -88,11 +89,8 @@ class Sink:
         self._flushed = offset
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self.fd, view, self.offset)
-            view = view[written:]
-            self.offset += written
+        pwrite_all(self.fd, data, self.offset)
+        self.offset += len(data)
         self._on_progress(self.offset)
         if self.offset - self._flushed >= WRITEBACK_BYTES:
             start_writeback(self.fd, self._flushed, self.offset - self._flushed)
@@ -107,11 +105,9 @@ class Sink:
     def write_at(self, part: Part, data: bytes) -> None:
         """Bytes of ``part`` at its position; never past its end."""
         view = memoryview(data)[: part.left]
-        while view:
-            written = os.pwrite(self.fd, view, part.pos)
-            view = view[written:]
-            part.pos += written
-            self.offset += written
+        pwrite_all(self.fd, view, part.pos)
+        part.pos += len(view)
+        self.offset += len(view)
         self._on_progress(self.offset)
         if part.pos - part.saved >= PART_SAVE_BYTES or (part.left == 0 and part.saved != part.pos):
             part.saved = part.pos

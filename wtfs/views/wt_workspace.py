@@ -21,10 +21,10 @@ import trio
 
 from ..dm.base import DataManager
 from ..errors import AccessDenied, DiskFull, Exists, IsADirectory, NotEmpty, NotFound
+from ..posix import RENAME_NOREPLACE
 from ..store.wt_workspace import WorkspaceServer, WorkspaceSync, WsEntry
 from .base import Attr, Caller, FdFile, Node, OpenFile, SetAttr, wants_write
 
-RENAME_NOREPLACE = 1
 #: Attributes change through other clients and through uploads: the kernel asks again soon.
 ATTR_TTL = 1.0
 
