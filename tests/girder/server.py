@@ -30,6 +30,7 @@ def patch_mongomock() -> None:
         return len(self._compute_results(with_limit_and_skip))  # type: ignore[attr-defined]
 
     mongomock.collection.Cursor.count = count  # Girder calls Cursor.count(), gone from mongomock for pymongo 4
+    _index_ids(mongomock)
     pymongo.MongoClient = mongomock.MongoClient  # type: ignore[misc]
 
     import girder.api.rest as rest
@@ -39,6 +40,28 @@ def patch_mongomock() -> None:
     from girder_worker.app import app
 
     app.conf.task_always_eager = True  # folder deletion and imports run inline
+
+
+def _index_ids(mongomock: object) -> None:
+    """A lookup by ``_id`` reads that one document, as MongoDB's ``_id`` index does; mongomock
+    scans the whole collection for it, which made a bench of thousands of items measure the mock
+    (its cost grew with the square of the item count) rather than Girder."""
+    from mongomock.collection import Collection
+    from mongomock.filtering import filter_applies
+
+    scan = Collection._iter_documents
+
+    def iter_documents(self: Collection, spec: object) -> object:
+        key = spec.get("_id") if isinstance(spec, dict) else None
+        if key is None or isinstance(key, dict | list):
+            return scan(self, spec)
+        try:
+            found = self._store[key]
+        except (KeyError, TypeError):
+            return iter(())
+        return iter([found] if filter_applies(spec, found) else [])
+
+    Collection._iter_documents = iter_documents  # type: ignore[method-assign]
 
 
 class StubImageBuilder:
