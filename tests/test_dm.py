@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from tests.httpserver import Server
 from wtfs.dm import EmbeddedDataManager
+from wtfs.dm.trips import OneThread
 from wtfs.errors import AccessDenied, NotFound, Stalled, TransferFailed
 from wtfs.objects import ObjectRef
 
@@ -47,6 +49,11 @@ async def test_lock_lands_the_bytes_and_unlock_releases(http: Server, dm_factory
     assert len(dm.records.locks()) == 1
     await dm.unlock(lock)
     assert dm.records.locks() == []
+    fds = len(os.listdir("/proc/self/fd"))
+    again = await dm.lock(obj(url), "me")  # cached now: opened in the lock's own trip, for the view
+    assert os.pread(again.fd, len(BODY), 0) == BODY
+    await dm.unlock(again)
+    assert len(os.listdir("/proc/self/fd")) == fds  # and closed with the lock
 
 
 async def test_concurrent_locks_share_one_transfer(http: Server, dm_factory: Factory) -> None:
@@ -199,3 +206,40 @@ def test_a_report_keeps_running_transfers_and_the_recent_finished_ones() -> None
     kept = recent(rows)
     assert running in kept  # a running transfer is never dropped, however old
     assert [r for r in kept if r is not running] == done[-RECENT_TRANSFERS:]  # and the last N finished
+
+
+async def test_records_calls_queued_during_a_trip_share_the_next_in_order() -> None:
+    """The records' calls go to a worker thread one trip at a time (dm/trips.py): those asked
+    while a trip runs go together in the next one, in the order asked; an error is its caller's."""
+    thread = OneThread()
+    started, release = threading.Event(), threading.Event()
+    ran: list[int] = []
+    results: dict[int, object] = {}
+
+    def blocker() -> None:
+        started.set()
+        release.wait(10)
+        ran.append(0)
+
+    def step(n: int) -> int:
+        ran.append(n)
+        if n == 2:
+            raise ValueError("two")
+        return n
+
+    async def ask(n: int) -> None:
+        try:
+            results[n] = await thread.run(step, n)
+        except ValueError as exc:
+            results[n] = str(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(thread.run, blocker)
+        await trio.to_thread.run_sync(started.wait, 10)
+        for n in (1, 2, 3):  # one after another: trio runs tasks started together in any order
+            nursery.start_soon(ask, n)
+            await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert ran == [0, 1, 2, 3]
+    assert results == {1: 1, 2: "two", 3: 3}
+    assert thread.trips == 2

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,48 @@ async def test_retry_after_beyond_stall_timeout_fails_at_once(http: Server, dm_f
     with pytest.raises(TransferFailed, match=r"HTTP 503; the server asks to retry in 3600s, beyond stall_timeout"):
         await dm.lock(ObjectRef.for_source(url, len(BODY), None), "me")
     assert http.requests["/busy"] == 1
+
+
+@contextlib.contextmanager
+def redirecting_to(target: str) -> Iterator[str]:
+    """A second real server on loopback whose every GET answers 302 to ``target``; yields its URL."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/moved"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_redirect_is_followed(http: Server, dm_factory: DmFactory) -> None:
+    """A small GET goes to the connection pool directly; a redirect is left to httpx, which follows it."""
+    target = http.add("/there", b"moved here")
+    dm = await dm_factory()
+    with redirecting_to(target) as url:
+        lock = await dm.lock(ObjectRef.for_source(url, 10, None), "me")
+    assert Path(lock.path).read_bytes() == b"moved here"
+    assert http.requests["/there"] == 1
+
+
+async def test_a_url_with_a_space_is_encoded(http: Server, dm_factory: DmFactory) -> None:
+    """A URL as a user types it, with a space: it reaches the server encoded, as httpx sends it."""
+    http.add("/two%20words.txt", b"spaced")
+    dm = await dm_factory()
+    lock = await dm.lock(ObjectRef.for_source(f"{http.base}/two words.txt", 6, None), "me")
+    assert Path(lock.path).read_bytes() == b"spaced"
+    assert http.requests["/two%20words.txt"] == 1
 
 
 @pytest.mark.fuse

@@ -8,6 +8,7 @@ files (issue 17, target ≤ 1.5×), the same with `-o prefetch_dir=8` (a listing
 cold run needs a fresh mount and cache, and one is minutes on 20,000 files); curl's is a median.
 A last row serves 1,000 files at 5 ms a request, as a distant origin would: there the read-ahead
 across files (``readahead_files``, on by default) is what counts, against the same curl loop.
+``SMALLFILES_COUNT=N`` runs only the first kind of row, with N files.
 """
 
 from __future__ import annotations
@@ -74,9 +75,15 @@ def row(label: str, urls: list[str], target: float, *options: str, list_first: b
     return ratio_line(label, ours, theirs, f"≤ {target}×", ours / theirs <= target, note)
 
 
+#: ``SMALLFILES_COUNT=N``: only the issue-14 row, with N files (a quicker A/B while working on it).
+COUNT = int(os.environ.get("SMALLFILES_COUNT", "0"))
+
+
 def bench_small_files() -> list[str]:
     http = start_server()
     try:
+        if COUNT:
+            return [row(f"cold cat {COUNT:,} × 4 KiB over HTTP vs one-connection curl", serve_tree(http, COUNT), 3)]
         urls = serve_tree(http, 5000)
         lines = [row("cold cat 5,000 × 4 KiB over HTTP vs one-connection curl", urls, 1.5)]
         lines.append(

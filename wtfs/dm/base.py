@@ -47,6 +47,9 @@ class Lock:
     obj: ObjectRef
     path: str
     stream: Streaming | None = None
+    #: a descriptor of ``path`` opened for reading, the lock's until it is released (-1: none): the
+    #: view duplicates it rather than opening the path again in a worker thread
+    fd: int = -1
 
 
 class DataManager(Protocol):

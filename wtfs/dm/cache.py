@@ -138,6 +138,17 @@ class HostCache:
             return False
         return obj.size is None or size == obj.size
 
+    def open_cached(self, obj: ObjectRef) -> int | None:
+        """``is_cached``, opening the copy for reading: its descriptor, or None."""
+        try:
+            fd = os.open(self.path_for(obj.id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        if obj.size is None or os.fstat(fd).st_size == obj.size:
+            return fd
+        os.close(fd)
+        return None
+
     def open_temp(self, obj: ObjectRef, daemon_id: str, transfer_id: int) -> tuple[int, Path]:
         path = self.tmp / f"{daemon_id}.{transfer_id}.{obj.id}.part"
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE), path

@@ -39,6 +39,7 @@ from .partials import Partial, open_partial
 from .records import CacheRecords, Claim, Standing, TransferStatus
 from .report import status_report
 from .streaming import Streamed
+from .trips import OneThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,7 +96,7 @@ class EmbeddedDataManager:
         self.providers = providers
         self.stall_timeout = stall_timeout
         self.daemon_id = uuid.uuid4().hex[:16]
-        self._db_limiter = trio.CapacityLimiter(1)
+        self._records_thread = OneThread()  # the records' calls, several to a trip when they queue up
         self._records: CacheRecords | None = None
         self._nursery: trio.Nursery | None = None
         self._landings: dict[str, _Landing] = {}
@@ -103,7 +104,7 @@ class EmbeddedDataManager:
         self._running: dict[str, tuple[int, int | None]] = {}  # object id -> (bytes, size), for xattrs
         self._waiters: set[trio.CancelScope] = set()
         self._held: dict[str, Lock] = {}
-        self._in_place_fds: dict[str, int] = {}  # lock id -> descriptor of a local source or a streamed partial
+        self._in_place_fds: dict[str, int] = {}  # lock id -> descriptor: a local source, a partial, a copy
         self._lock_rows: dict[str, tuple[str, str]] = {}  # lock id -> (object id, owner), as recorded
         self._fills: dict[int, trio.CancelScope] = {}  # this daemon's running transfers
         self._tick = self._resumed_at = -float("inf")  # housekeeping's last tick, the last pause's end
@@ -160,7 +161,7 @@ class EmbeddedDataManager:
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a records call in the worker thread; SQLite's "database or disk is full" is ENOSPC."""
         try:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._db_limiter)
+            return await self._records_thread.run(fn, *args)
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
                 raise
@@ -254,16 +255,16 @@ class EmbeddedDataManager:
             raise Interrupted("wtfs is shutting down")
         lock_id = uuid.uuid4().hex
         in_place = self.providers.in_place(obj)
-        if in_place is None:  # one transaction when the copy is cached
-            add = self.records.add_lock_if_cached
-            cached = await self._db(add, lock_id, obj, self.session, owner, self.daemon_id, self.cache.is_cached)
+        cached: int | None = None
+        if in_place is None:  # one trip and one transaction when the copy is cached
+            cached = await self._db(self._add_lock_opening, lock_id, obj, owner)
         else:
-            cached = False
             await self._db(self.records.add_lock, lock_id, obj.id, self.session, owner, self.daemon_id)
         self._lock_rows[lock_id] = (obj.id, owner)
         streamed: Streamed | None = None
         try:
-            if cached:
+            if cached is not None:
+                self._in_place_fds[lock_id] = cached
                 path = str(self.cache.path_for(obj.id))
             elif in_place is None and stream:
                 path, streamed = await self._started(lock_id, obj)
@@ -273,13 +274,35 @@ class EmbeddedDataManager:
                 path, obj = await self._open_in_place(lock_id, in_place, obj)
         except BaseException:
             self._lock_rows.pop(lock_id, None)
+            self._close_in_place(lock_id)
             with trio.CancelScope(shield=True):
                 if self._records is not None:
                     await self._db(self._records.remove_lock, lock_id)
             raise
-        lock = Lock(lock_id, obj, path, streamed)
+        lock = Lock(lock_id, obj, path, streamed, -1 if cached is None else cached)
         self._held[lock_id] = lock
         return lock
+
+    def _add_lock_opening(self, lock_id: str, obj: ObjectRef, owner: str) -> int | None:
+        """In the records' thread: record the lock and, if the copy is cached, open it for the
+        view (which would otherwise make a trip of its own to open it). Returns its descriptor,
+        or None when it is not cached."""
+        opened: list[int] = []
+
+        def open_copy(obj: ObjectRef) -> bool:
+            fd = self.cache.open_cached(obj)
+            if fd is not None:
+                opened.append(fd)
+            return fd is not None
+
+        try:
+            add = self.records.add_lock_if_cached
+            cached = add(lock_id, obj, self.session, owner, self.daemon_id, open_copy)
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        return opened[0] if cached else None
 
     async def unlock(self, lock: Lock) -> None:
         self._lock_rows.pop(lock.id, None)
@@ -318,7 +341,7 @@ class EmbeddedDataManager:
         self._nursery.start_soon(self._read_ahead, wanted, limit)
 
     async def _read_ahead(self, objs: list[ObjectRef], limit: int) -> None:
-        missing = await trio.to_thread.run_sync(lambda: [o for o in objs if not self.cache.is_cached(o)])
+        missing = await self._db(lambda: [o for o in objs if not self.cache.is_cached(o)])
         self.prefetch_all(missing, limit, pool="readahead")
 
     async def _prefetch_bounded(self, objs: list[ObjectRef], slots: trio.CapacityLimiter) -> None:
@@ -557,7 +580,8 @@ class EmbeddedDataManager:
             self._progress.pop(transfer_id, None)
             self._running.pop(obj.id, None)
             partial.close()
-        log.info("landed %s (%d bytes)", obj.source, size)
+        # a line per small file would cost more than its landing (formatting, a write on the loop)
+        log.log(logging.DEBUG if _small(obj) else logging.INFO, "landed %s (%d bytes)", obj.source, size)
         if usage > self.settings.gc_start_fraction * self.settings.capacity and not self._collecting:
             self._collecting = True
             assert self._nursery is not None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -39,6 +41,21 @@ class _Retry(Exception):
 
 #: Statuses that mean "later" rather than "never"; their Retry-After is honoured.
 _BUSY = (429, 503)
+#: What ``_retrying`` tries again: httpx's transport errors and httpcore's (a GET sent to httpcore
+#: directly, ``_direct_pool``).
+_TRANSPORT_ERRORS = (
+    httpx.TransportError,
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
+#: A URL sent as written: only the characters a request line may carry (RFC 3986), no fragment.
+#: Anything else (a space, non-ASCII) goes through httpx, which encodes it.
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")
+#: Answers a direct GET leaves to httpx (which follows them, keeping its rules for each).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Objects smaller than this take one stream whatever ``streams`` says: set-up would cost more.
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 
@@ -65,6 +82,66 @@ def make_client(stall_timeout: float) -> httpx.AsyncClient:
     timeout = httpx.Timeout(connect=min(10.0, stall_timeout), read=None, write=30.0, pool=None)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=32)
     return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True)
+
+
+def _direct_pool(client: httpx.AsyncClient) -> httpcore.AsyncConnectionPool | None:
+    """The httpcore pool under ``client``, when nothing stands between them: no proxy, no custom
+    transport, no auth, no event hooks (else None: every GET goes through httpx). A whole-object
+    GET goes to it directly, on the same connections: httpx's layers over it (request building,
+    cookies, auth and redirect handling, stream wrappers) cost a third of the CPU of a small GET.
+    The attributes are httpx's private ones, looked up defensively: without them, httpx it is."""
+    transport = getattr(client, "_transport", None)
+    pool = getattr(transport, "_pool", None)
+    hooks = getattr(client, "event_hooks", {})
+    if getattr(client, "_mounts", True) or client.auth is not None or any(hooks.values()):
+        return None
+    if type(transport) is not httpx.AsyncHTTPTransport or not isinstance(pool, httpcore.AsyncConnectionPool):
+        return None
+    return pool
+
+
+class _Answer(Protocol):
+    """What a GET's answer gives ``_attempt``: an httpx response, or ``_DirectAnswer``."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> httpx.Headers: ...
+
+    @property
+    def url(self) -> object: ...
+
+    def aiter_raw(self) -> AsyncIterable[bytes]: ...
+
+
+class _DirectAnswer(NamedTuple):
+    status_code: int
+    headers: httpx.Headers
+    url: str
+    stream: AsyncIterable[bytes]
+
+    def aiter_raw(self) -> AsyncIterable[bytes]:
+        return self.stream
+
+
+#: (host, port, Host header) of a URL's netloc, for a request sent to the pool directly.
+_Origin = tuple[bytes, int | None, tuple[bytes, bytes]]
+
+
+def _origin(scheme: str, netloc: str) -> _Origin | tuple[()]:
+    """What a direct request to ``netloc`` needs, or () where httpx must send it (credentials in
+    the URL, a query with no path, a netloc that does not parse)."""
+    if "@" in netloc or "?" in netloc or not netloc:
+        return ()
+    try:
+        split = urlsplit(f"{scheme}://{netloc}/")
+        port = split.port
+    except ValueError:
+        return ()
+    if not split.hostname:
+        return ()
+    return split.hostname.encode(), port, (b"Host", netloc.encode())
 
 
 def status_error(url: str, status: int) -> WtfsError | None:
@@ -96,6 +173,11 @@ class HttpProvider:
         streams: int = 1,
     ) -> None:
         self.client = client
+        self._pool = _direct_pool(client)
+        self._timeouts = {"timeout": client.timeout.as_dict()}
+        self._base_headers = list(client.headers.raw)
+        self._base_for: dict[frozenset[bytes], list[tuple[bytes, bytes]]] = {}  # by the header names given
+        self._origins: dict[str, _Origin | tuple[()]] = {}  # by netloc; () where httpx must send it
         self.retry = Backoff(backoff, maximum=5.0, attempts=attempts)
         self.stall_timeout = stall_timeout
         self.streams = streams
@@ -145,7 +227,7 @@ class HttpProvider:
             try:
                 await attempt_once()
                 return
-            except (_Retry, httpx.TransportError) as exc:
+            except (_Retry, *_TRANSPORT_ERRORS) as exc:
                 if attempt.last:
                     raise TransferFailed(f"{obj.source}: {_describe(exc)} after {attempt.number} attempts") from None
                 after = exc.after if isinstance(exc, _Retry) else None
@@ -169,7 +251,7 @@ class HttpProvider:
             headers["Range"] = f"bytes={sink.offset}-"
             if sink.validator is not None:
                 headers["If-Range"] = sink.validator  # a changed source sends it all (200)
-        async with self.client.stream("GET", url, headers=headers) as response:
+        async with self._get(url, headers) as response:
             status = response.status_code
             if status == 416 and sink.offset:
                 sink.reset()
@@ -179,6 +261,47 @@ class HttpProvider:
             sink.validated(validator(response.headers))
             async for chunk in response.aiter_raw():
                 sink.write(chunk)
+
+    @contextlib.asynccontextmanager
+    async def _get(self, url: str, headers: dict[str, str]) -> AsyncIterator[_Answer]:
+        """GET ``url``: sent to the connection pool directly where it may be (a plain URL, no
+        proxy; see ``_direct_pool``), through httpx otherwise and for a redirect."""
+        request = self._direct_request(url, headers)
+        if request is not None:
+            assert self._pool is not None
+            response = await self._pool.handle_async_request(request)
+            try:
+                if response.status not in _REDIRECTS:
+                    answer_headers = httpx.Headers(response.headers)
+                    yield _DirectAnswer(response.status, answer_headers, url, response.stream)  # type: ignore[arg-type]
+                    return
+            finally:
+                await response.aclose()
+        async with self.client.stream("GET", url, headers=headers) as answer:
+            yield answer
+
+    def _direct_request(self, url: str, headers: dict[str, str]) -> httpcore.Request | None:
+        """The request to send to the pool directly, or None: httpx sends it (no pool to use, a
+        URL with credentials, a fragment, a space or other characters to encode, a scheme other
+        than http(s))."""
+        if self._pool is None or not _PLAIN_URL.fullmatch(url):
+            return None
+        scheme, _, rest = url.partition("://")
+        netloc, _, path = rest.partition("/")
+        origin = self._origins.get(netloc) if scheme in ("http", "https") else None
+        if origin is None and scheme in ("http", "https"):
+            origin = self._origins[netloc] = _origin(scheme, netloc)
+        if not origin:
+            return None
+        ours = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        given = frozenset(name for name, _ in ours)
+        base = self._base_for.get(given)
+        if base is None:
+            base = self._base_for[given] = [(k, v) for k, v in self._base_headers if k.lower() not in given]
+        host, port, host_header = origin
+        target = f"/{path}".encode()
+        request_url = httpcore.URL(scheme=scheme.encode(), host=host, port=port, target=target)
+        return httpcore.Request(b"GET", request_url, headers=[host_header, *base, *ours], extensions=self._timeouts)
 
     async def _part_attempt(self, url: str, sink: Sink, part: Part, extra: Headers) -> None:
         """One request for what is left of ``part``; any answer but that range means no ranges."""
@@ -234,7 +357,7 @@ class HttpProvider:
             raise TransferFailed(f"{obj.source}: the range ended at byte {pos} of {end}")
 
     @staticmethod
-    def _position(response: httpx.Response, sink: Sink) -> None:
+    def _position(response: _Answer, sink: Sink) -> None:
         """Line the sink up with what the server sends: a resumed range or the whole body."""
         length = response.headers.get("content-length")
         if response.status_code == 206:
@@ -252,7 +375,7 @@ class HttpProvider:
             sink.expected_size = int(length)
 
 
-def _check_status(url: str, response: httpx.Response) -> None:
+def _check_status(url: str, response: _Answer) -> None:
     """Raise what a status other than 200/206 means: a retry (5xx, 429), or a final error."""
     status = response.status_code
     if status in _BUSY:

@@ -182,7 +182,7 @@ class DataFile(Node):
         else:
             lock = await self.ctx.dm.lock(obj, self.ctx.owner)
         try:
-            fd = await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY)
+            fd = os.dup(lock.fd) if lock.fd >= 0 else await trio.to_thread.run_sync(os.open, lock.path, os.O_RDONLY)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.ctx.dm.unlock(lock)
