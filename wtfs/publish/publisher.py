@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,10 @@ from .tree import LocalFile, LocalTree
 CHUNK_RETRY = Backoff(0.25, attempts=4)
 #: Done rows of small files written to the journal together (one SQLite transaction).
 BATCH = 64
+#: New files up to READ_BYTES in all, at most READ_FILES of them, are read by one worker-thread
+#: trip: a thread hop costs more than reading a small file.
+READ_FILES = 16
+READ_BYTES = 1024**2
 
 
 @dataclass(frozen=True)
@@ -92,14 +97,32 @@ def _read_whole(fd: int, size: int) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def _open_and_read(local: LocalFile) -> tuple[int, bytes, str]:
-    """Opened, read whole and hashed in one worker-thread trip: a small file's whole local cost."""
-    fd = _open_scanned(local)
-    try:
-        return (fd, *_read_whole(fd, local.size))
-    except BaseException:
-        os.close(fd)
-        raise
+@dataclass(frozen=True)
+class Read:
+    """A small file read whole: its bytes, their sha256, and its size and mtime once read."""
+
+    data: bytes
+    digest: str
+    held: tuple[int, int]
+
+
+def _read_small(files: list[LocalFile]) -> list[Read | WtfsError | OSError]:
+    """Each file opened (as scanned), read whole, hashed and closed, in one worker-thread trip;
+    a file that cannot be gets its error, reported by the worker that sends it."""
+    reads: list[Read | WtfsError | OSError] = []
+    for local in files:
+        try:
+            fd = _open_scanned(local)
+            try:
+                data, digest = _read_whole(fd, local.size)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except (WtfsError, OSError) as exc:
+            reads.append(exc)
+            continue
+        reads.append(Read(data, digest, (st.st_size, st.st_mtime_ns)))
+    return reads
 
 
 def _hash_file(fd: int, chunk: int) -> str:
@@ -126,20 +149,17 @@ class Publisher:
     items: dict[str, dict[str, Doc]] = field(default_factory=dict)  # relative dir -> name -> item
     not_started: int = 0  # files left alone once the publish halted
     unwritten: list[Record] = field(default_factory=list)  # small files done, not yet in the journal
+    todo: deque[LocalFile] = field(default_factory=deque)  # files no worker has taken yet
 
     async def publish(self, tree: LocalTree, root_id: str) -> None:
         self.folders[""] = root_id
         self.items[""] = await self.remote.items(root_id)
         await self._make_folders(tree.dirs)
-        send, receive = trio.open_memory_channel[LocalFile](0)
+        self.todo.extend(tree.files)
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(self.options.jobs):
-                    nursery.start_soon(self._worker, receive.clone())
-                async with send:
-                    for local in tree.files:
-                        await send.send(local)
-                await receive.aclose()
+                    nursery.start_soon(self._worker)
         finally:
             with trio.CancelScope(shield=True):
                 await self._write_done(0)
@@ -176,19 +196,42 @@ class Publisher:
 
     # -- files -------------------------------------------------------------------------------
 
-    async def _worker(self, receive: trio.MemoryReceiveChannel[LocalFile]) -> None:
-        async with receive:
-            async for local in receive:
-                await self._one(local)
+    async def _worker(self) -> None:
+        """Takes the next file, or the next run of new small files (read in one thread trip,
+        when this worker is ready to send them), until none is left."""
+        while self.todo:
+            first = self.todo.popleft()
+            if self.halted or not self._new_small(first):
+                await self._one(first, None)
+                continue
+            files = self._run_from(first)
+            reads = await _thread(_read_small, files)
+            for local, read in zip(files, reads, strict=True):
+                await self._one(local, read)
 
-    async def _one(self, local: LocalFile) -> None:
+    def _run_from(self, first: LocalFile) -> list[LocalFile]:
+        """``first`` and the new small files after it, up to READ_FILES and READ_BYTES."""
+        files, size = [first], first.size
+        while self.todo and len(files) < READ_FILES and self._new_small(self.todo[0]):
+            size += self.todo[0].size
+            if size > READ_BYTES:
+                break
+            files.append(self.todo.popleft())
+        return files
+
+    def _new_small(self, local: LocalFile) -> bool:
+        """In a published folder, not yet in Girder, and at most one chunk (one request)."""
+        items = self.items.get(local.folder)
+        return items is not None and local.name not in items and local.size <= self.options.chunk_size
+
+    async def _one(self, local: LocalFile, read: Read | WtfsError | OSError | None) -> None:
         """One file to the end: counted as uploaded, already there, or failed (one line)."""
         if self.halted:
             self.not_started += 1
             self.tally.files_failed += 1
             return
         try:
-            sent = await self._publish_file(local)
+            sent = await self._publish_file(local, read)
         except (WtfsError, OSError) as exc:  # OSError: the local file (gone, unreadable)
             error = exc if isinstance(exc, WtfsError) else TransferFailed(exc.strerror or str(exc))
             self.failures.append(Failure(local.rel, error))
@@ -201,14 +244,15 @@ class Publisher:
         else:
             self.tally.files_skipped += 1
 
-    async def _publish_file(self, local: LocalFile) -> bool:
-        """True if bytes were sent; False when Girder already holds these bytes."""
+    async def _publish_file(self, local: LocalFile, read: Read | WtfsError | OSError | None) -> bool:
+        """True if bytes were sent; False when Girder already holds these bytes. ``read``: the
+        file read whole, for a new small file."""
         folder_id = self.folders.get(local.folder)
         if folder_id is None:
             raise TransferFailed(f"its folder {local.folder!r} could not be published")
+        if read is not None:
+            return await self._publish_new_small(local, folder_id, read)
         existing = self.items[local.folder].get(local.name)
-        if existing is None and local.size <= self.options.chunk_size:
-            return await self._publish_new_small(local, folder_id)
         record: Record | None = await _thread(self.journal.get, local.rel)
         if _unchanged(local, record, existing):
             return False
@@ -218,18 +262,18 @@ class Publisher:
         finally:
             os.close(fd)  # no thread still reads it: trio waits for its worker threads
 
-    async def _publish_new_small(self, local: LocalFile, folder_id: str) -> bool:
-        """Most files of a tree: new, and at most one chunk. Read and hashed in one thread trip,
-        sent in Girder's init request (which makes the item only once all bytes are in), then
-        checked and given ``meta``: two calls. Nothing to resume, so no journal row before."""
-        fd, data, digest = await _thread(_open_and_read, local)
-        try:
-            self._count_read(len(data), whole=True)
-            doc = await self.remote.start_upload(("folder", folder_id), None, local.name, local.size, data)
-            self.tally.counters.n_bytes_processed += len(data)
-            await self._finish(local, fd, str(doc.get("itemId")), doc, digest)
-        finally:
-            os.close(fd)
+    async def _publish_new_small(self, local: LocalFile, folder_id: str, read: Read | WtfsError | OSError) -> bool:
+        """Most files of a tree: new, and small. Read whole (its size and mtime checked once read:
+        the bytes sent are those bytes), sent in Girder's init request (which makes the item only
+        once all bytes are in), then checked and given ``meta``: two calls. Nothing to resume, so
+        no journal row before."""
+        if not isinstance(read, Read):
+            raise read
+        self._count_read(len(read.data), whole=True)
+        await self._held_still(local, read.held)
+        doc = await self.remote.start_upload(("folder", folder_id), None, local.name, local.size, read.data)
+        self.tally.counters.n_bytes_processed += len(read.data)
+        await self._complete(local, str(doc.get("itemId")), doc, read.digest)
         return True
 
     async def _send_file(
@@ -349,14 +393,19 @@ class Publisher:
 
     async def _finish(self, local: LocalFile, fd: int, item_id: str, doc: Doc, digest: str) -> None:
         """Check Girder's size and that the file held still; only then set meta.sha256."""
-        if not is_file(doc):
-            raise TransferFailed("Girder did not complete the upload; publish it again")
-        if int(doc.get("size", -1)) != local.size:
-            raise TransferFailed(f"Girder holds {doc.get('size')} bytes, {local.size} were sent")
         st = await _thread(os.fstat, fd)  # the file whose bytes were sent, not what its path names now
-        if (st.st_size, st.st_mtime_ns) != (local.size, local.mtime_ns):
-            await _thread(self.journal.pending, local.rel, st.st_size, st.st_mtime_ns)
+        await self._held_still(local, (st.st_size, st.st_mtime_ns))
+        await self._complete(local, item_id, doc, digest)
+
+    async def _held_still(self, local: LocalFile, held: tuple[int, int]) -> None:
+        """The file's size and mtime, read after its bytes, are still those the scan saw."""
+        if held != (local.size, local.mtime_ns):
+            await _thread(self.journal.pending, local.rel, *held)
             raise TransferFailed("changed while being uploaded; publish it again")
+
+    async def _complete(self, local: LocalFile, item_id: str, doc: Doc, digest: str) -> None:
+        """Girder's size checked, then meta.sha256 set: the item is complete; journaled."""
+        _check_received(local, doc)
         meta = {"sha256": digest, "size": local.size, "wtfs": self.options.wtfs_meta}
         await self.remote.set_item_meta(item_id, meta)
         done = Record(
@@ -376,6 +425,14 @@ class Publisher:
     def _count_read(self, nbytes: int, whole: bool) -> None:
         self.tally.counters.n_bytes_read += nbytes
         self.tally.counters.n_files_read += int(whole)
+
+
+def _check_received(local: LocalFile, doc: Doc) -> None:
+    """Girder finished the upload and holds as many bytes as the file has."""
+    if not is_file(doc):
+        raise TransferFailed("Girder did not complete the upload; publish it again")
+    if int(doc.get("size", -1)) != local.size:
+        raise TransferFailed(f"Girder holds {doc.get('size')} bytes, {local.size} were sent")
 
 
 def _unchanged(local: LocalFile, record: Record | None, item: Doc | None) -> bool:
