@@ -183,6 +183,23 @@ def test_a_full_state_directory_is_enospc(small_state: Path, tmp_path: Path) -> 
     journal.close()
 
 
+def test_a_copy_the_host_cache_shares_is_copied_before_it_is_written(tmp_path: Path) -> None:
+    """An upload's check links the copy it sent into the host cache; a writer reopening the row
+    (one a crash kept) gets a copy of its own: the cached bytes never change."""
+    journal = WriteBack(tmp_path / "ws")
+    row = journal.start("a.txt", "", None)
+    journal.copy_path(row).write_bytes(b"sent\n")
+    journal.closed("a.txt")
+    os.link(journal.copy_path(row), tmp_path / "cached")  # as the check's landing does
+    again = journal.start("a.txt", "v1", None)
+    assert again.copy != row.copy and os.listdir(journal.copies) == [again.copy]
+    with open(journal.copy_path(again), "ab") as writer:
+        writer.write(b"more\n")
+    assert (tmp_path / "cached").read_bytes() == b"sent\n"
+    assert journal.copy_path(again).read_bytes() == b"sent\nmore\n"
+    journal.close()
+
+
 def test_changed_on_the_server_is_not_overwritten(session: Session, girder: Girder, tale: str) -> None:  # noqa: F811
     ws = workspace_id(girder, tale)
     girder.alice.uploadStreamToFolder(ws, io.BytesIO(b"v1\n"), "notes.txt", 3)
@@ -349,7 +366,7 @@ def test_a_read_only_share(session: Session, girder: Girder) -> None:
     assert sorted(os.listdir(work)) == ["notes.txt"]
 
 
-async def _unchecked(entry: WsEntry, digest: str) -> None:
+async def _unchecked(entry: WsEntry, digest: str, local: str | None) -> None:
     """The host cache's check of an upload is not what these in-process tests are about."""
 
 

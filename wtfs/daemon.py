@@ -368,7 +368,7 @@ def _tale_trees(
     async def trees() -> dict[str, Node]:
         if tale_id is None:
             return {}
-        verify = lambda entry, digest: wt.verify(entry.object(), digest)  # noqa: E731
+        verify = lambda entry, digest, local: wt.verify(entry.object(), digest, local)  # noqa: E731
         host = socket.gethostname()
         sync = await open_workspace(wt.api, tale_id, spec.metadata_ttl, spec.state_dir, verify, host, nursery)
         wt.workspace_report = sync.report

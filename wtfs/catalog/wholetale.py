@@ -4,7 +4,7 @@ is a file of the item's size. And the one streaming download of a file's bytes f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -80,10 +80,17 @@ def session_tree(session: dict[str, Any], api: GirderApi, ttl: float) -> StaticD
     return root
 
 
-async def download(api: GirderApi, path: str, write: Callable[[bytes], None], what: str) -> None:
-    """Stream ``GET path`` into ``write`` as it arrives, in one plain stream: the server's
-    downloads (``dm/lock/{id}/download``, ``item/{id}/download``) may ignore Range and send no
-    Content-Length, so there is nothing to resume. Any failure is TransferFailed (EIO)."""
+async def download(
+    api: GirderApi,
+    path: str,
+    write: Callable[[bytes], None],
+    what: str,
+    then: Callable[[bytes], Awaitable[None]] | None = None,
+) -> None:
+    """Stream ``GET path`` into ``write`` as it arrives (and ``then``, which may wait), in one
+    plain stream: the server's downloads (``dm/lock/{id}/download``, ``item/{id}/download``) may
+    ignore Range and send no Content-Length, so there is nothing to resume. Any failure is
+    TransferFailed (EIO)."""
     try:
         url = f"{api.api_url}/{path}"
         async with api.client.stream("GET", url, headers=api.headers(), timeout=api.timeout) as response:
@@ -93,5 +100,7 @@ async def download(api: GirderApi, path: str, write: Callable[[bytes], None], wh
                 raise TransferFailed(f"{what}: HTTP {response.status_code}")
             async for chunk in response.aiter_raw():
                 write(chunk)
+                if then is not None:
+                    await then(chunk)
     except httpx.HTTPError as exc:
         raise TransferFailed(f"{what}: {type(exc).__name__}") from None

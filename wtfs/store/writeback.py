@@ -128,11 +128,39 @@ class WriteBack:
                 remove_copy(self.copies / name)  # a full disk leaves no orphan copy behind
                 raise
         else:
+            self._unshare(row)
             with self._lock:
                 self._db.execute("UPDATE pending SET open = open + 1, gen = gen + 1 WHERE rel = ?", (rel,))
         found = self.get(rel)
         assert found is not None
         return found
+
+    def _unshare(self, row: Pending) -> None:
+        """A copy that was sent may also be the host cache's landed copy (a hard link): before
+        it is written again, the row gets a copy of its own (durable before the row says so)."""
+        old = self.copy_path(row)
+        try:
+            if os.stat(old).st_nlink < 2:
+                return
+        except FileNotFoundError:
+            return
+        name = uuid.uuid4().hex
+        src = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            dst = os.open(self.copies / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+            try:
+                _copy_fd(src, dst)
+                os.fsync(dst)
+            finally:
+                os.close(dst)
+        except BaseException:
+            remove_copy(self.copies / name)
+            raise
+        finally:
+            os.close(src)
+        with self._lock:
+            self._db.execute("UPDATE pending SET copy = ? WHERE rel = ?", (name, row.rel))
+        remove_copy(old)
 
     @_journal_errors
     def closed(self, rel: str) -> Pending | None:

@@ -32,6 +32,7 @@ from ..catalog.girder_upload import is_file
 from ..catalog.wholetale import WS_SCHEME
 from ..errors import DiskFull, Exists, IsADirectory, NotADirectory, NotEmpty, NotFound, TransferFailed, WtfsError
 from ..objects import ObjectRef
+from ..providers.wholetale import first_error
 from ..retry import Backoff
 from .writeback import Pending, WriteBack, remove_copy, workspace_state
 
@@ -211,15 +212,22 @@ class WorkspaceServer:
         return entry, digest.hexdigest()
 
     async def _send(self, folder_id: str, name: str, fd: int, size: int, digest: hashlib._Hash) -> dict[str, object]:
-        first = await trio.to_thread.run_sync(_read, fd, min(size, CHUNK_SIZE), 0, digest)
+        """One request for a small file; else chunks, each read and hashed (in a worker thread)
+        while the one before it is sent: at most two chunks in memory."""
         if size <= CHUNK_SIZE:
+            first = await trio.to_thread.run_sync(_read, fd, size, 0, digest)
             return await self.remote.start_upload(("folder", folder_id), None, name, size, first)
         upload = await self.remote.start_upload(("folder", folder_id), None, name, size, None)
-        offset, data, doc = 0, first, upload
-        while data:
-            doc = await self.remote.send_chunk(str(upload["_id"]), offset, data)
-            offset += len(data)
-            data = await trio.to_thread.run_sync(_read, fd, min(size - offset, CHUNK_SIZE), offset, digest)
+        doc = upload
+        chunks, ready = trio.open_memory_channel[Chunk](0)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_chunks, chunks, fd, size, digest)
+                async with ready:
+                    async for offset, data in ready:
+                        doc = await self.remote.send_chunk(str(upload["_id"]), offset, data)
+        except BaseExceptionGroup as group:  # the reader's or the sender's failure, as itself
+            raise first_error(group) from None
         return doc
 
 
@@ -233,6 +241,17 @@ def _truncate(path: Path) -> None:
         os.truncate(path, 0)
 
 
+Chunk = tuple[int, bytes]
+
+
+async def _read_chunks(out: trio.MemorySendChannel[Chunk], fd: int, size: int, digest: hashlib._Hash) -> None:
+    """The chunks of ``fd`` in order, with their offsets, read ahead of the sender by one."""
+    async with out:
+        for offset in range(0, size, CHUNK_SIZE):
+            data = await trio.to_thread.run_sync(_read, fd, min(size - offset, CHUNK_SIZE), offset, digest)
+            await out.send((offset, data))
+
+
 def _read(fd: int, size: int, offset: int, digest: hashlib._Hash) -> bytes:
     """Exactly ``size`` bytes (fewer: the copy shrank, a later upload sends it), hashed."""
     data = os.pread(fd, size, offset) if size > 0 else b""
@@ -242,7 +261,8 @@ def _read(fd: int, size: int, offset: int, digest: hashlib._Hash) -> bytes:
     return data
 
 
-Verify = Callable[[WsEntry, str], Awaitable[None]]
+#: Check the server's copy (entry) against the sha256 sent; the local copy sent, if unchanged.
+Verify = Callable[[WsEntry, str, str | None], Awaitable[None]]
 #: How long ``mkdir versions/X`` waits for the workspace's pending uploads.
 VERSION_WAIT = 120.0
 #: How long an unmount waits for pending uploads (the rest goes out at the next mount).
@@ -265,7 +285,7 @@ class WorkspaceSync:
     """The write-back copies and the server, kept consistent: every change of a path takes the
     path's lock, so an upload never races a rename or unlink of the same file.
 
-    ``verify(entry, digest)`` lands the server's copy (in the host cache) and checks it; the
+    ``verify(entry, digest, local)`` checks the server's copy and lands it in the host cache; the
     uploader loop runs in the daemon's nursery and retries while the server is unreachable."""
 
     def __init__(self, server: WorkspaceServer, journal: WriteBack, verify: Verify, host: str) -> None:
@@ -418,7 +438,10 @@ class WorkspaceSync:
                 os.close(fd)
             if target == row.rel:
                 await trio.to_thread.run_sync(self.journal.rebase, row.rel, entry.updated)
-            await self.verify(entry, digest)
+            # the copy, unchanged while no writer holds it (under the row's lock), may become
+            # the host cache's copy; a later writer gets a copy of its own (``WriteBack.start``)
+            unchanged = target == row.rel and not row.open
+            await self.verify(entry, digest, str(self.journal.copy_path(row)) if unchanged else None)
             await self._sent(row, target, entry)
         except (Unreachable, DiskFull):
             raise  # for a while only: tried again
