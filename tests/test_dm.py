@@ -243,3 +243,26 @@ async def test_records_calls_queued_during_a_trip_share_the_next_in_order() -> N
     assert ran == [0, 1, 2, 3]
     assert results == {1: 1, 2: "two", 3: 3}
     assert thread.trips == 2
+
+
+async def test_records_calls_do_not_wait_for_other_worker_threads() -> None:
+    """trio's default thread limiter (40) full of slow calls elsewhere (fsync, listdir) must not
+    hold up locks and unlocks: the records' thread has its own token."""
+    limiter = trio.to_thread.current_default_thread_limiter()
+    release, done = threading.Event(), trio.Event()
+    thread = OneThread()
+
+    async def records_call() -> None:
+        await thread.run(lambda: None)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(int(limiter.total_tokens)):
+            nursery.start_soon(trio.to_thread.run_sync, release.wait, 30)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(records_call)
+        with trio.move_on_after(3):  # a deadline, not a sleep: the call takes microseconds
+            await done.wait()
+        finished = done.is_set()
+        release.set()
+    assert finished

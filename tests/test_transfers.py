@@ -22,6 +22,8 @@ from tests.httpserver import Server
 from tests.mounting import Mount, wait_for
 from wtfs.errors import TransferFailed
 from wtfs.objects import ObjectRef
+from wtfs.providers.base import Sink
+from wtfs.providers.http import HttpProvider, make_client
 
 MIB = 1024 * 1024
 BODY = os.urandom(4 * MIB)
@@ -111,36 +113,109 @@ async def test_retry_after_beyond_stall_timeout_fails_at_once(http: Server, dm_f
 
 
 @contextlib.contextmanager
-def redirecting_to(target: str) -> Iterator[str]:
-    """A second real server on loopback whose every GET answers 302 to ``target``; yields its URL."""
+def loopback(answer: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A second real server on loopback (another origin: another port) whose every GET is
+    ``answer(handler)``; yields its base URL."""
 
-    class Redirect(BaseHTTPRequestHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            answer(self)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/moved"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
 
 
-async def test_a_redirect_is_followed(http: Server, dm_factory: DmFactory) -> None:
-    """A small GET goes to the connection pool directly; a redirect is left to httpx, which follows it."""
+def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes = b"", location: str | None = None) -> None:
+    handler.send_response(status)
+    if location is not None:
+        handler.send_header("Location", location)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+async def test_a_redirect_is_followed_each_url_asked_once(http: Server, dm_factory: DmFactory) -> None:
     target = http.add("/there", b"moved here")
+    asked: list[str] = []
+
+    def moved(handler: BaseHTTPRequestHandler) -> None:
+        asked.append(handler.path)
+        reply(handler, 302, location=target)
+
     dm = await dm_factory()
-    with redirecting_to(target) as url:
-        lock = await dm.lock(ObjectRef.for_source(url, 10, None), "me")
+    with loopback(moved) as base:
+        lock = await dm.lock(ObjectRef.for_source(f"{base}/moved", 10, None), "me")
     assert Path(lock.path).read_bytes() == b"moved here"
+    assert asked == ["/moved"]
     assert http.requests["/there"] == 1
+
+
+async def test_a_redirect_to_another_origin_drops_the_callers_headers(tmp_path: Path) -> None:
+    """A Girder download redirected to a storage service must not carry the Girder token there;
+    a redirect on the same server keeps it (httpx itself drops only Authorization)."""
+    seen: dict[str, str | None] = {}
+
+    def storage(handler: BaseHTTPRequestHandler) -> None:
+        seen[f"storage{handler.path}"] = handler.headers.get("Girder-Token")
+        reply(handler, 200, b"bytes")
+
+    with loopback(storage) as elsewhere:
+
+        def girder(handler: BaseHTTPRequestHandler) -> None:
+            seen[f"girder{handler.path}"] = handler.headers.get("Girder-Token")
+            if handler.path == "/away":
+                reply(handler, 303, location=f"{elsewhere}/object")
+            elif handler.path == "/here":
+                reply(handler, 307, location="/final")
+            else:
+                reply(handler, 200, b"bytes")
+
+        with loopback(girder) as base:
+            async with make_client(5.0) as client:
+                provider = HttpProvider(client, backoff=0.01)
+                for name in ("away", "here"):
+                    fd = os.open(tmp_path / name, os.O_RDWR | os.O_CREAT, 0o600)
+                    try:
+                        url = f"{base}/{name}"
+                        await provider.fetch(ObjectRef.for_source(url, 5, None), Sink(fd, lambda n: None), url, token)
+                    finally:
+                        os.close(fd)
+    assert seen == {
+        "girder/away": "SECRET",
+        "storage/object": None,
+        "girder/here": "SECRET",
+        "girder/final": "SECRET",
+    }
+    assert (tmp_path / "away").read_bytes() == (tmp_path / "here").read_bytes() == b"bytes"
+
+
+def token() -> dict[str, str]:
+    return {"Girder-Token": "SECRET"}
+
+
+async def test_a_3xx_that_is_not_followed_is_an_error_not_the_file(dm_factory: DmFactory) -> None:
+    """A 300, or a redirect without Location: its body is never landed as the file's bytes."""
+    dm = await dm_factory()
+    choices = loopback(lambda handler: reply(handler, 300, b"<html>Multiple Choices</html>"))
+    with choices as base, pytest.raises(TransferFailed):
+        await dm.lock(ObjectRef.for_source(f"{base}/choices", None, None), "me")
+
+
+async def test_dot_segments_are_removed(http: Server, dm_factory: DmFactory) -> None:
+    """/a/../b.txt is asked as /b.txt (RFC 3986 5.2.4), as any HTTP client does."""
+    http.add("/b.txt", b"dots")
+    dm = await dm_factory()
+    lock = await dm.lock(ObjectRef.for_source(f"{http.base}/a/../b.txt", 4, None), "me")
+    assert Path(lock.path).read_bytes() == b"dots"
+    assert http.requests["/b.txt"] == 1
 
 
 async def test_a_url_with_a_space_is_encoded(http: Server, dm_factory: DmFactory) -> None:

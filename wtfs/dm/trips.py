@@ -35,6 +35,9 @@ class OneThread:
     def __init__(self) -> None:
         self._queue: list[_Call[Any]] = []
         self._busy = False
+        # its own thread token: trio's default limiter (40, shared with every other worker
+        # call) full of slow calls must not hold up locks and unlocks
+        self._limiter = trio.CapacityLimiter(1)
         self.trips = 0  # made so far
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -59,7 +62,7 @@ class OneThread:
         self.trips += 1
         batch, self._queue = self._queue, []
         try:
-            await trio.to_thread.run_sync(_run_all, batch)
+            await trio.to_thread.run_sync(_run_all, batch, limiter=self._limiter)
         except BaseException as exc:  # no thread to run them in: each call fails with that
             for call in batch:
                 if not call.ran:

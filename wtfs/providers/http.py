@@ -11,7 +11,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -54,7 +53,11 @@ _TRANSPORT_ERRORS = (
 #: A URL sent as written: only the characters a request line may carry (RFC 3986), no fragment.
 #: Anything else (a space, non-ASCII) goes through httpx, which encodes it.
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")
-#: Answers a direct GET leaves to httpx (which follows them, keeping its rules for each).
+#: Redirects followed for one GET, as httpx's default.
+MAX_REDIRECTS = 20
+#: Headers kept on a redirect to another origin: what they ask for, not who asks.
+_PORTABLE_HEADERS = frozenset({"accept-encoding", "range", "if-range"})
+#: Answers that are redirects to follow (``HttpProvider._get``).
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Objects smaller than this take one stream whatever ``streams`` says: set-up would cost more.
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
@@ -135,13 +138,27 @@ def _origin(scheme: str, netloc: str) -> _Origin | tuple[()]:
     if "@" in netloc or "?" in netloc or not netloc:
         return ()
     try:
-        split = urlsplit(f"{scheme}://{netloc}/")
-        port = split.port
-    except ValueError:
+        parsed = httpx.URL(f"{scheme}://{netloc}/")
+    except (httpx.InvalidURL, ValueError):
         return ()
-    if not split.hostname:
+    if not parsed.host:
         return ()
-    return split.hostname.encode(), port, (b"Host", netloc.encode())
+    return parsed.raw_host, parsed.port, (b"Host", parsed.netloc)  # the Host header httpx would send
+
+
+def _redirect(answer: _Answer) -> str | None:
+    """Where a redirect points (None: not a redirect to follow)."""
+    location = answer.headers.get("location") if answer.status_code in _REDIRECTS else None
+    return None if location is None else str(location)
+
+
+def _redirected(url: str, location: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The next hop's URL and headers: to another origin, only those that describe the bytes
+    wanted (no credentials the caller added for the first origin)."""
+    here, there = httpx.URL(url), httpx.URL(url).join(location)
+    if (here.scheme, here.host, here.port) != (there.scheme, there.host, there.port):
+        headers = {k: v for k, v in headers.items() if k.lower() in _PORTABLE_HEADERS}
+    return str(there), headers
 
 
 def status_error(url: str, status: int) -> WtfsError | None:
@@ -150,7 +167,7 @@ def status_error(url: str, status: int) -> WtfsError | None:
         return AccessDenied(f"{url}: HTTP {status}")
     if status in (404, 410):
         return NotFound(f"{url}: HTTP {status}")
-    if 400 <= status < 500:
+    if 300 <= status < 500:  # a redirect that reaches here was not followed: its body is not the file
         return TransferFailed(f"{url}: HTTP {status}")
     return None
 
@@ -265,26 +282,42 @@ class HttpProvider:
     @contextlib.asynccontextmanager
     async def _get(self, url: str, headers: dict[str, str]) -> AsyncIterator[_Answer]:
         """GET ``url``: sent to the connection pool directly where it may be (a plain URL, no
-        proxy; see ``_direct_pool``), through httpx otherwise and for a redirect."""
-        request = self._direct_request(url, headers)
-        if request is not None:
-            assert self._pool is not None
-            response = await self._pool.handle_async_request(request)
-            try:
-                if response.status not in _REDIRECTS:
-                    answer_headers = httpx.Headers(response.headers)
-                    yield _DirectAnswer(response.status, answer_headers, url, response.stream)  # type: ignore[arg-type]
-                    return
-            finally:
-                await response.aclose()
-        async with self.client.stream("GET", url, headers=headers) as answer:
-            yield answer
+        proxy, no cookies; see ``_direct_pool``), through httpx otherwise. Redirects are
+        followed here, each asked once; a hop to another origin drops the caller's headers (a
+        Girder token must not reach a storage service), as httpx does only for Authorization."""
+        for _ in range(MAX_REDIRECTS + 1):
+            location = None
+            request = self._direct_request(url, headers)
+            if request is not None:
+                assert self._pool is not None
+                response = await self._pool.handle_async_request(request)
+                try:
+                    answer: _Answer = _DirectAnswer(
+                        response.status,
+                        httpx.Headers(response.headers),
+                        url,
+                        response.stream,  # type: ignore[arg-type]
+                    )
+                    location = _redirect(answer)
+                    if location is None:
+                        yield answer
+                        return
+                finally:
+                    await response.aclose()
+            else:
+                async with self.client.stream("GET", url, headers=headers, follow_redirects=False) as plain:
+                    location = _redirect(plain)
+                    if location is None:
+                        yield plain
+                        return
+            url, headers = _redirected(url, location, headers)
+        raise TransferFailed(f"more than {MAX_REDIRECTS} redirects")
 
     def _direct_request(self, url: str, headers: dict[str, str]) -> httpcore.Request | None:
         """The request to send to the pool directly, or None: httpx sends it (no pool to use, a
-        URL with credentials, a fragment, a space or other characters to encode, a scheme other
-        than http(s))."""
-        if self._pool is None or not _PLAIN_URL.fullmatch(url):
+        URL with credentials, a fragment, a space or other characters to encode, dot segments to
+        remove, cookies to send, a scheme other than http(s))."""
+        if self._pool is None or not _PLAIN_URL.fullmatch(url) or "/." in url or self.client.cookies:
             return None
         scheme, _, rest = url.partition("://")
         netloc, _, path = rest.partition("/")
@@ -308,7 +341,7 @@ class HttpProvider:
         headers = {"Accept-Encoding": "identity", "Range": f"bytes={part.pos}-{part.end - 1}", **extra()}
         if sink.validator is not None:
             headers["If-Range"] = sink.validator
-        async with self.client.stream("GET", url, headers=headers) as response:
+        async with self._get(url, headers) as response:
             _check_status(url, response)
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             if response.status_code != 206 or not match or int(match.group(1)) != part.pos:
@@ -342,7 +375,7 @@ class HttpProvider:
         if validator is not None:
             wanted["If-Range"] = validator
         pos = start
-        async with self.client.stream("GET", url, headers=wanted) as response:
+        async with self._get(url, wanted) as response:
             _check_status(url, response)
             match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
             if response.status_code != 206 or not match or int(match.group(1)) != start:
