@@ -64,6 +64,9 @@ async def test_a_foreign_transfer_without_progress_is_taken_over(
     url = http.add("/x", BODY, fault="stall")
     owner.prefetch(obj(url))
     await requested(http, "/x")
+    with trio.fail_after(10):  # the stalled answer has begun (its fault read): only then clear it
+        while http.resources["/x"].served == 0:
+            await trio.sleep(0.01)
     http.resources["/x"].fault = None  # the next GET gets the whole body
     started = trio.current_time()
     with trio.fail_after(15):

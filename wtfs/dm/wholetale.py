@@ -245,7 +245,10 @@ class WholeTaleDataManager:
             item = self.item_id(lock.obj)
             params = {"sessionId": self.session_id, "itemId": item, "ownerId": self.owner}
             created = await self.api.call("POST", "dm/lock", params, f"item {item}")
-            self._offline[lock_id] = str(created["_id"])
+            if lock_id in self._held:
+                self._offline[lock_id] = str(created["_id"])
+            else:  # closed while its server lock was being taken: that lock is nobody's
+                await self._delete_server_lock(str(created["_id"]))
         if self._offline:
             log.info("server locks taken for %d file(s) opened during the outage", len(self._offline))
 
@@ -261,6 +264,9 @@ class WholeTaleDataManager:
         server_id = self._offline.pop(lock.id) if lock.id in self._offline else lock.id
         if server_id is None:
             return  # opened while the server was unreachable, never locked there
+        await self._delete_server_lock(server_id)
+
+    async def _delete_server_lock(self, server_id: str) -> None:
         try:
             await self.api.call("DELETE", f"dm/lock/{server_id}", what="lock")
         except Unreachable:

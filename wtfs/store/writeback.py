@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Callable
@@ -136,13 +137,15 @@ class WriteBack:
         return found
 
     def _unshare(self, row: Pending) -> None:
-        """A copy that was sent may also be the host cache's landed copy (a hard link): before
-        it is written again, the row gets a copy of its own (durable before the row says so)."""
+        """A copy that was sent may also be the host cache's landed copy (a hard link), or have
+        been (a crash kept it, given the cache's mode): before it is written again, the row gets
+        a private copy of its own (durable before the row says so)."""
         old = self.copy_path(row)
         try:
-            if os.stat(old).st_nlink < 2:
-                return
+            st = os.stat(old)
         except FileNotFoundError:
+            return
+        if st.st_nlink < 2 and stat.S_IMODE(st.st_mode) == PRIVATE_FILE:
             return
         name = uuid.uuid4().hex
         src = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
@@ -153,13 +156,13 @@ class WriteBack:
                 os.fsync(dst)
             finally:
                 os.close(dst)
+            with self._lock:
+                self._db.execute("UPDATE pending SET copy = ? WHERE rel = ?", (name, row.rel))
         except BaseException:
-            remove_copy(self.copies / name)
+            remove_copy(self.copies / name)  # a journal that refuses it leaves no orphan copy
             raise
         finally:
             os.close(src)
-        with self._lock:
-            self._db.execute("UPDATE pending SET copy = ? WHERE rel = ?", (name, row.rel))
         remove_copy(old)
 
     @_journal_errors
@@ -174,9 +177,14 @@ class WriteBack:
 
     @_journal_errors
     def reopened_all(self) -> None:
-        """At start: no writer of a previous daemon is open any more."""
+        """At start: no writer of a previous daemon is open any more, and a copy no row names
+        (a daemon killed while it replaced a row's copy) is removed."""
         with self._lock:
             self._db.execute("UPDATE pending SET open = 0")
+            named = {r[0] for r in self._db.execute("SELECT copy FROM pending")}
+        for entry in os.scandir(self.copies):
+            if entry.name not in named:
+                remove_copy(self.copies / entry.name)
 
     @_journal_errors
     def uploaded(self, rel: str, gen: int, base: str) -> bool:
