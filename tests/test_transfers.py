@@ -24,6 +24,7 @@ from wtfs.errors import TransferFailed
 from wtfs.objects import ObjectRef
 from wtfs.providers.base import Sink
 from wtfs.providers.http import HttpProvider, make_client
+from wtfs.redirects import next_hop
 
 MIB = 1024 * 1024
 BODY = os.urandom(4 * MIB)
@@ -199,6 +200,19 @@ async def test_a_redirect_to_another_origin_drops_the_callers_headers(tmp_path: 
 
 def token() -> dict[str, str]:
     return {"Girder-Token": "SECRET"}
+
+
+def test_a_redirect_keeps_the_token_only_on_its_server() -> None:
+    """Same server (an upgrade to https included) keeps every header; another host, port or a
+    downgrade keeps only what says which bytes; a Location that is no URL is one clear error."""
+    asked = {"Girder-Token": "SECRET", "Range": "bytes=5-"}
+    assert next_hop("http://g/a", "/b", asked) == ("http://g/b", asked)
+    assert next_hop("http://g/a", "https://g/b", asked) == ("https://g/b", asked)
+    assert next_hop("http://g/a", "http://s3/b", asked) == ("http://s3/b", {"Range": "bytes=5-"})
+    assert next_hop("http://g/a", "http://g:8080/b", asked)[1] == {"Range": "bytes=5-"}
+    assert next_hop("https://g/a", "http://g/b", asked)[1] == {"Range": "bytes=5-"}
+    with pytest.raises(TransferFailed, match="invalid URL"):
+        next_hop("http://g/a", "http://[::1/x?sig=SECRET", asked)
 
 
 async def test_a_3xx_that_is_not_followed_is_an_error_not_the_file(dm_factory: DmFactory) -> None:

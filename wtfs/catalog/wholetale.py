@@ -11,6 +11,7 @@ from typing import Any
 import cachetools
 import httpx
 
+from .. import redirects
 from ..config import normalize_mount_path
 from ..errors import TransferFailed
 from ..objects import ObjectRef
@@ -91,16 +92,31 @@ async def download(
     plain stream: the server's downloads (``dm/lock/{id}/download``, ``item/{id}/download``) may
     ignore Range and send no Content-Length, so there is nothing to resume. Any failure is
     TransferFailed (EIO)."""
+    url, headers = f"{api.api_url}/{path}", api.headers()
     try:
-        url = f"{api.api_url}/{path}"
-        async with api.client.stream("GET", url, headers=api.headers(), timeout=api.timeout) as response:
-            if response.status_code == 500:  # the one log line of the failed transfer says why
-                raise TransferFailed(f"{what}: HTTP 500 (Girder 5.0.21 fails on names like 'ø': {DISPOSITION})")
-            if response.status_code != 200:
-                raise TransferFailed(f"{what}: HTTP {response.status_code}")
-            async for chunk in response.aiter_raw():
-                write(chunk)
-                if then is not None:
-                    await then(chunk)
+        for _ in range(redirects.MAX_REDIRECTS + 1):  # followed here: a token stays with Girder
+            stream = api.client.stream("GET", url, headers=headers, timeout=api.timeout, follow_redirects=False)
+            async with stream as response:
+                location = redirects.target(response.status_code, response.headers)
+                if location is None:
+                    return await _body(response, write, what, then)
+            url, headers = redirects.next_hop(url, location, headers)
     except httpx.HTTPError as exc:
         raise TransferFailed(f"{what}: {type(exc).__name__}") from None
+    raise TransferFailed(f"{what}: more than {redirects.MAX_REDIRECTS} redirects")
+
+
+async def _body(
+    response: httpx.Response,
+    write: Callable[[bytes], None],
+    what: str,
+    then: Callable[[bytes], Awaitable[None]] | None,
+) -> None:
+    if response.status_code == 500:  # the one log line of the failed transfer says why
+        raise TransferFailed(f"{what}: HTTP 500 (Girder 5.0.21 fails on names like 'ø': {DISPOSITION})")
+    if response.status_code != 200:
+        raise TransferFailed(f"{what}: HTTP {response.status_code}")
+    async for chunk in response.aiter_raw():
+        write(chunk)
+        if then is not None:
+            await then(chunk)

@@ -16,6 +16,7 @@ import httpcore
 import httpx
 import trio
 
+from .. import redirects
 from ..errors import AccessDenied, NotFound, TransferFailed, WtfsError
 from ..objects import ObjectRef
 from ..retry import Backoff
@@ -53,12 +54,6 @@ _TRANSPORT_ERRORS = (
 #: A URL sent as written: only the characters a request line may carry (RFC 3986), no fragment.
 #: Anything else (a space, non-ASCII) goes through httpx, which encodes it.
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")
-#: Redirects followed for one GET, as httpx's default.
-MAX_REDIRECTS = 20
-#: Headers kept on a redirect to another origin: what they ask for, not who asks.
-_PORTABLE_HEADERS = frozenset({"accept-encoding", "range", "if-range"})
-#: Answers that are redirects to follow (``HttpProvider._get``).
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Objects smaller than this take one stream whatever ``streams`` says: set-up would cost more.
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 
@@ -146,21 +141,6 @@ def _origin(scheme: str, netloc: str) -> _Origin | tuple[()]:
     return parsed.raw_host, parsed.port, (b"Host", parsed.netloc)  # the Host header httpx would send
 
 
-def _redirect(answer: _Answer) -> str | None:
-    """Where a redirect points (None: not a redirect to follow)."""
-    location = answer.headers.get("location") if answer.status_code in _REDIRECTS else None
-    return None if location is None else str(location)
-
-
-def _redirected(url: str, location: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """The next hop's URL and headers: to another origin, only those that describe the bytes
-    wanted (no credentials the caller added for the first origin)."""
-    here, there = httpx.URL(url), httpx.URL(url).join(location)
-    if (here.scheme, here.host, here.port) != (there.scheme, there.host, there.port):
-        headers = {k: v for k, v in headers.items() if k.lower() in _PORTABLE_HEADERS}
-    return str(there), headers
-
-
 def status_error(url: str, status: int) -> WtfsError | None:
     """The error a final (non-retryable) status means, or None for success/retryable."""
     if status in (401, 403):
@@ -194,7 +174,9 @@ class HttpProvider:
         self._timeouts = {"timeout": client.timeout.as_dict()}
         self._base_headers = list(client.headers.raw)
         self._base_for: dict[frozenset[bytes], list[tuple[bytes, bytes]]] = {}  # by the header names given
-        self._origins: dict[str, _Origin | tuple[()]] = {}  # by netloc; () where httpx must send it
+        self._origins: dict[
+            tuple[str, str], _Origin | tuple[()]
+        ] = {}  # by scheme and netloc; () where httpx must send it
         self.retry = Backoff(backoff, maximum=5.0, attempts=attempts)
         self.stall_timeout = stall_timeout
         self.streams = streams
@@ -285,7 +267,7 @@ class HttpProvider:
         proxy, no cookies; see ``_direct_pool``), through httpx otherwise. Redirects are
         followed here, each asked once; a hop to another origin drops the caller's headers (a
         Girder token must not reach a storage service), as httpx does only for Authorization."""
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(redirects.MAX_REDIRECTS + 1):
             location = None
             request = self._direct_request(url, headers)
             if request is not None:
@@ -298,7 +280,7 @@ class HttpProvider:
                         url,
                         response.stream,  # type: ignore[arg-type]
                     )
-                    location = _redirect(answer)
+                    location = redirects.target(answer.status_code, answer.headers)
                     if location is None:
                         yield answer
                         return
@@ -306,12 +288,12 @@ class HttpProvider:
                     await response.aclose()
             else:
                 async with self.client.stream("GET", url, headers=headers, follow_redirects=False) as plain:
-                    location = _redirect(plain)
+                    location = redirects.target(plain.status_code, plain.headers)
                     if location is None:
                         yield plain
                         return
-            url, headers = _redirected(url, location, headers)
-        raise TransferFailed(f"more than {MAX_REDIRECTS} redirects")
+            url, headers = redirects.next_hop(url, location, headers)
+        raise TransferFailed(f"more than {redirects.MAX_REDIRECTS} redirects")
 
     def _direct_request(self, url: str, headers: dict[str, str]) -> httpcore.Request | None:
         """The request to send to the pool directly, or None: httpx sends it (no pool to use, a
@@ -321,9 +303,9 @@ class HttpProvider:
             return None
         scheme, _, rest = url.partition("://")
         netloc, _, path = rest.partition("/")
-        origin = self._origins.get(netloc) if scheme in ("http", "https") else None
+        origin = self._origins.get((scheme, netloc)) if scheme in ("http", "https") else None
         if origin is None and scheme in ("http", "https"):
-            origin = self._origins[netloc] = _origin(scheme, netloc)
+            origin = self._origins[scheme, netloc] = _origin(scheme, netloc)
         if not origin:
             return None
         ours = [(name.lower().encode(), value.encode()) for name, value in headers.items()]

@@ -78,7 +78,8 @@ class WorkspaceProvider:
         if linked is not None and self._checks.get(obj.id) is not check:
             # the check ended while the link was made (its path lock is gone: a writer may have
             # written the copy before the link): the server's bytes land instead
-            await trio.to_thread.run_sync(_remove, linked)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_remove, linked)
             linked = None
         if linked is None:
             check.got = await hashed_download(self.api, path, sink.write, what)
