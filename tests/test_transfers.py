@@ -223,22 +223,21 @@ async def test_a_3xx_that_is_not_followed_is_an_error_not_the_file(dm_factory: D
         await dm.lock(ObjectRef.for_source(f"{base}/choices", None, None), "me")
 
 
-async def test_dot_segments_are_removed(http: Server, dm_factory: DmFactory) -> None:
-    """/a/../b.txt is asked as /b.txt (RFC 3986 5.2.4), as any HTTP client does."""
-    http.add("/b.txt", b"dots")
+@pytest.mark.parametrize(
+    ("typed", "asked"),
+    [
+        ("/a/../b.txt", "/b.txt"),  # dot segments removed (RFC 3986 5.2.4)
+        ("/two words.txt", "/two%20words.txt"),  # a space encoded
+    ],
+)
+async def test_a_url_as_typed_is_asked_as_any_http_client_would(
+    http: Server, dm_factory: DmFactory, typed: str, asked: str
+) -> None:
+    http.add(asked, b"found")
     dm = await dm_factory()
-    lock = await dm.lock(ObjectRef.for_source(f"{http.base}/a/../b.txt", 4, None), "me")
-    assert Path(lock.path).read_bytes() == b"dots"
-    assert http.requests["/b.txt"] == 1
-
-
-async def test_a_url_with_a_space_is_encoded(http: Server, dm_factory: DmFactory) -> None:
-    """A URL as a user types it, with a space: it reaches the server encoded, as httpx sends it."""
-    http.add("/two%20words.txt", b"spaced")
-    dm = await dm_factory()
-    lock = await dm.lock(ObjectRef.for_source(f"{http.base}/two words.txt", 6, None), "me")
-    assert Path(lock.path).read_bytes() == b"spaced"
-    assert http.requests["/two%20words.txt"] == 1
+    lock = await dm.lock(ObjectRef.for_source(f"{http.base}{typed}", 5, None), "me")
+    assert Path(lock.path).read_bytes() == b"found"
+    assert http.requests[asked] == 1
 
 
 @pytest.mark.fuse
