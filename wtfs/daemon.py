@@ -36,6 +36,7 @@ from .dm.wholetale import HostSide, WholeTaleDataManager
 from .errors import AccessDenied, MountError, SpecError, WtfsError
 from .fs import FsCore, Presentation
 from .fs.adapter import Operations
+from .groups import sole
 from .log import mask_credentials, reopen_log
 from .objects import ObjectRef
 from .providers import HttpProvider, default_providers
@@ -168,7 +169,7 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str | None =
         check_mountpoint(mountpoint)
         trio.run(_serve, spec, mountpoint, report, log_file)
     except Exception as raised:
-        exc = _sole(raised)
+        exc = sole(raised)
         if isinstance(exc, WtfsError):
             report.failed(str(exc), config=isinstance(exc, SpecError))
             log.error("%s", exc)
@@ -177,13 +178,6 @@ def run(spec: Spec, mountpoint: str, report: ReadyReport, log_file: str | None =
         log.exception("daemon failed", exc_info=exc)
         return 1
     return 0
-
-
-def _sole(exc: BaseException) -> BaseException:
-    """The one error inside nested nursery exception groups, if there is just one."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 @dataclass

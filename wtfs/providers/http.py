@@ -18,6 +18,7 @@ import trio
 
 from .. import redirects
 from ..errors import AccessDenied, NotFound, TransferFailed, WtfsError
+from ..groups import first_error
 from ..objects import ObjectRef
 from ..retry import Backoff
 from .base import Part, Sink
@@ -212,7 +213,7 @@ class HttpProvider:
                     attempt = partial(self._part_attempt, url, sink, part, extra)
                     nursery.start_soon(self._retrying, obj, sink, attempt, lambda part=part: part.left == 0)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         sink.expected_size = parts[-1].end
 
     async def _retrying(
@@ -406,16 +407,6 @@ def split(size: int, streams: int) -> list[Part]:
     """``size`` bytes in ``streams`` ranges of (nearly) equal length."""
     bounds = [size * i // streams for i in range(streams + 1)]
     return [Part(start, start, end, start) for start, end in itertools.pairwise(bounds) if end > start]
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """What ended parallel streams: the first error that is not a cancellation (else the group)."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            exc = _first_error(exc)
-        if not isinstance(exc, trio.Cancelled | BaseExceptionGroup):
-            return exc
-    return group
 
 
 def validator(headers: httpx.Headers) -> str | None:

@@ -18,6 +18,7 @@ import trio
 from ..catalog.girder_api import GirderApi, path_id
 from ..catalog.wholetale import download
 from ..errors import TransferFailed
+from ..groups import first_error
 from ..objects import ObjectRef
 from .base import Sink
 
@@ -162,12 +163,3 @@ async def hashed_download(
 def _update(digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         digest.update(chunk)
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first failure in a nursery's group that is not a cancellation it caused."""
-    for exc in group.exceptions:
-        found = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-        if not isinstance(found, trio.Cancelled):
-            return found
-    return group.exceptions[0]

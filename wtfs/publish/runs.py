@@ -22,6 +22,7 @@ from .. import __version__
 from ..catalog.girder_api import GirderApi, Unreachable, read_secret
 from ..config import GirderSettings, PublishSettings, Spec
 from ..errors import NotFound, WtfsError
+from ..groups import sole
 from ..store.runs import ENDED, Run, RunStore
 from .journal import Journal
 from .progress import Tally
@@ -93,7 +94,7 @@ class RunPublishing:
         try:
             failures = await self._send(run, tally)
         except Exception as raised:  # any failure ends in the record, never kills the daemon
-            exc = _sole(raised)
+            exc = sole(raised)
             if not isinstance(exc, WtfsError | OSError):
                 log.error("run %r: publish failed unexpectedly", run.name, exc_info=exc)
             return f"failed: {_describe(exc)}"
@@ -139,13 +140,6 @@ def _failure_lines(publisher: Publisher, tree: LocalTree) -> list[str]:
         why = "Girder stopped answering" if isinstance(publisher.halted, Unreachable) else "access denied"
         lines.append(f"{why}: {publisher.not_started} of {len(tree.files)} files not started")
     return lines
-
-
-def _sole(exc: BaseException) -> BaseException:
-    """The one error inside nested nursery exception groups, if there is just one."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _describe(exc: BaseException) -> str:

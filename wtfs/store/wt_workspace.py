@@ -31,8 +31,8 @@ from ..catalog.girder_upload import GirderUploads as Remote
 from ..catalog.girder_upload import is_file
 from ..catalog.wholetale import WS_SCHEME
 from ..errors import DiskFull, Exists, IsADirectory, NotADirectory, NotEmpty, NotFound, TransferFailed, WtfsError
+from ..groups import first_error
 from ..objects import ObjectRef
-from ..providers.wholetale import first_error
 from ..retry import Backoff
 from .writeback import Pending, WriteBack, remove_copy, workspace_state
 
